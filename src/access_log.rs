@@ -1,0 +1,131 @@
+//! The access log: one line per request on stdout, in the format `--log` names. `proxy.rs`
+//! fills an `Entry` as the request goes and writes it once at the end.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use ureq::http::HeaderValue;
+
+use crate::config::LogFormat;
+use crate::error::ProxyError;
+use crate::http1::Version;
+
+pub struct AccessLog {
+    format: LogFormat,
+}
+
+/// What the log says about one request.
+pub struct Entry<'a> {
+    pub peer: SocketAddr,
+    /// The backend that answered, or the last one tried.
+    pub backend: Option<SocketAddr>,
+    pub method: &'a str,
+    pub target: &'a str,
+    pub version: Version,
+    /// 0 when nothing could be sent.
+    pub status: u16,
+    /// Body bytes sent to the client.
+    pub bytes: u64,
+    pub started: Instant,
+    pub referer: Option<&'a HeaderValue>,
+    pub user_agent: Option<&'a HeaderValue>,
+}
+
+impl AccessLog {
+    pub fn new(format: LogFormat) -> AccessLog {
+        AccessLog { format }
+    }
+
+    /// Whether the request's Referer and User-Agent are worth keeping for the line.
+    pub fn wants_client_fields(&self) -> bool {
+        matches!(self.format, LogFormat::Combined | LogFormat::Json)
+    }
+
+    /// Writes the line for one request; `error` says why it failed, if it did.
+    pub fn write(&self, e: &Entry<'_>, error: Option<&ProxyError>) {
+        let ms = e.started.elapsed().as_secs_f64() * 1000.0;
+        // One locked write per line: stdout is line-buffered, so the line leaves in one
+        // syscall and lines of different workers never interleave. A closed stdout must
+        // not cost the request, so write errors are ignored.
+        let mut out = io::stdout().lock();
+        let _ = match self.format {
+            LogFormat::Off => return,
+            LogFormat::Seed => {
+                let _ = write!(out, "Received request from {}, ", e.peer);
+                let _ = match e.backend {
+                    Some(b) => write!(out, "forwarding to {b}: "),
+                    None => write!(out, "not forwarded: "),
+                };
+                let _ = write!(out, "{} {} {} {ms:.1}ms", e.method, e.target, e.status);
+                match error {
+                    Some(err) => writeln!(out, " ({err})"),
+                    None => writeln!(out),
+                }
+            }
+            LogFormat::Combined => writeln!(
+                out,
+                "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
+                e.peer.ip(),
+                clf_time(SystemTime::now()),
+                e.method,
+                e.target,
+                protocol(e.version),
+                e.status,
+                e.bytes,
+                text(e.referer).unwrap_or("-"),
+                text(e.user_agent).unwrap_or("-"),
+            ),
+            LogFormat::Json => {
+                let line = serde_json::json!({
+                    "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                    "client": e.peer.to_string(),
+                    "backend": e.backend.map(|b| b.to_string()),
+                    "method": e.method,
+                    "target": e.target,
+                    "protocol": protocol(e.version),
+                    "status": e.status,
+                    "bytes": e.bytes,
+                    "duration_ms": (ms * 1000.0).round() / 1000.0,
+                    "referer": text(e.referer),
+                    "user_agent": text(e.user_agent),
+                    "error": error.map(|err| err.to_string()),
+                });
+                writeln!(out, "{line}")
+            }
+        };
+    }
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::Http10 => "HTTP/1.0",
+        Version::Http11 => "HTTP/1.1",
+    }
+}
+
+fn text(v: Option<&HeaderValue>) -> Option<&str> {
+    v.and_then(|v| v.to_str().ok())
+}
+
+/// The Common Log Format time, `25/Nov/2026:18:22:51 +0000`, rearranged from humantime's
+/// RFC 3339 text `2026-11-25T18:22:51Z` (UTC; we do not read the local time zone).
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let s = humantime::format_rfc3339_seconds(t).to_string();
+    let month = s[5..7].parse::<usize>().unwrap_or(1);
+    format!("{}/{}/{}:{} +0000", &s[8..10], MONTHS[month - 1], &s[0..4], &s[11..19])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn clf_time_reads_like_nginx() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_631_371);
+        assert_eq!(humantime::format_rfc3339_seconds(t).to_string(), "2026-11-25T18:29:31Z");
+        assert_eq!(clf_time(t), "25/Nov/2026:18:29:31 +0000");
+    }
+}

@@ -1,0 +1,83 @@
+//! Round robin, weighted the smooth way (nginx's algorithm): weights 5:1:1 give
+//! `a a b a c a a`, not `a a a a a b c`, so no backend gets a burst.
+//!
+//! The sequence depends only on the weights, so it is computed once, at startup; picking
+//! is then one atomic increment and one index, with no lock.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub struct RoundRobin {
+    /// Backend indexes in the order they take requests; one full cycle.
+    schedule: Vec<u32>,
+    cursor: AtomicUsize,
+}
+
+impl RoundRobin {
+    /// `weights[i]` is backend i's weight (at least 1); there is at least one backend.
+    pub fn new(weights: &[u32]) -> RoundRobin {
+        RoundRobin {
+            schedule: smooth_schedule(weights),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The index of the backend for the next request.
+    pub fn pick(&self) -> usize {
+        // Relaxed: each caller only needs a different number, not ordering with other
+        // memory; the schedule is immutable.
+        let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
+        self.schedule[turn % self.schedule.len()] as usize
+    }
+}
+
+/// One cycle of smooth weighted round robin: each turn every backend gains its weight,
+/// the one with the most credit is chosen and pays back the total. Weights are first
+/// divided by their common divisor, so 2:2 cycles like 1:1.
+fn smooth_schedule(weights: &[u32]) -> Vec<u32> {
+    let divisor = weights.iter().copied().fold(0, gcd).max(1);
+    let weights: Vec<i64> = weights.iter().map(|&w| i64::from(w / divisor)).collect();
+    let total: i64 = weights.iter().sum();
+    let mut credit = vec![0i64; weights.len()];
+    (0..total)
+        .map(|_| {
+            for (c, w) in credit.iter_mut().zip(&weights) {
+                *c += w;
+            }
+            // Ties go to the lower index: equal weights alternate a, b, a, b.
+            let best = (0..credit.len()).fold(0, |best, i| if credit[i] > credit[best] { i } else { best });
+            credit[best] -= total;
+            best as u32
+        })
+        .collect()
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(weights: &[u32], n: usize) -> String {
+        let rr = RoundRobin::new(weights);
+        (0..n).map(|_| (b'a' + rr.pick() as u8) as char).collect()
+    }
+
+    #[test]
+    fn equal_weights_alternate() {
+        assert_eq!(names(&[1, 1], 4), "abab");
+        assert_eq!(names(&[3, 3, 3], 6), "abcabc");
+    }
+
+    #[test]
+    fn weights_are_spread_smoothly() {
+        assert_eq!(names(&[5, 1, 1], 7), "aabacaa");
+        assert_eq!(names(&[2, 1], 6), "abaaba");
+    }
+
+    #[test]
+    fn one_backend_always_wins() {
+        assert_eq!(names(&[7], 3), "aaa");
+    }
+}

@@ -1,0 +1,229 @@
+//! The validated configuration: what the balancer runs with. `Config::from_cli` turns the
+//! flags of `cli.rs` into values that cannot be invalid; every error names the flag and
+//! the value, in one line.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use crate::cli::{self, Args};
+
+/// Largest request head (request line and header fields) accepted; more gets 431.
+pub const MAX_HEAD: usize = 32 * 1024;
+
+/// The backends used when no `--backend` is given: the blog's two.
+pub const DEFAULT_BACKENDS: [&str; 2] = ["127.0.0.1:8081", "127.0.0.1:8082"];
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Never empty: `from_cli` falls back to DEFAULT_BACKENDS.
+    pub backends: Vec<BackendSpec>,
+    /// True when `backends` came from DEFAULT_BACKENDS (said in the startup line).
+    pub default_backends: bool,
+    pub strategy: Strategy,
+    pub workers: NonZeroUsize,
+    pub queue: NonZeroUsize,
+    pub max_connections: NonZeroUsize,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub client_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_body: Option<u64>,
+    pub log: LogFormat,
+}
+
+/// One `--backend` flag, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub addr: SocketAddr,
+    pub weight: NonZeroU32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round-robin",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// The blog's line: "Received request from X, forwarding to Y", then the request.
+    Seed,
+    /// nginx's combined format.
+    Combined,
+    /// One JSON object per line.
+    Json,
+    Off,
+}
+
+impl Config {
+    /// Parses and validates command-line arguments (without the program name). Used by
+    /// tests and embedders; `main.rs` calls `cli::parse` and `from_cli` itself so that
+    /// `--help` can exit 0.
+    pub fn from_args(args: &[&str]) -> Result<Config, String> {
+        let args = cli::parse(args).map_err(|exit| exit.text)?;
+        Config::from_cli(args)
+    }
+
+    pub fn from_cli(args: Args) -> Result<Config, String> {
+        let listen = resolve(&args.listen).map_err(|why| format!("--listen: {why}"))?;
+        let default_backends = args.backend.is_empty();
+        let typed: Vec<String> = if default_backends {
+            DEFAULT_BACKENDS.iter().map(|s| s.to_string()).collect()
+        } else {
+            args.backend
+        };
+        let backends = typed
+            .iter()
+            .map(|b| parse_backend(b).map_err(|why| format!("--backend: {why}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Config {
+            listen,
+            backends,
+            default_backends,
+            strategy: match args.strategy.as_str() {
+                "round-robin" => Strategy::RoundRobin,
+                other => return Err(format!("--strategy: unknown strategy '{other}' (known: round-robin)")),
+            },
+            workers: nonzero("--workers", args.workers)?,
+            queue: nonzero("--queue", args.queue)?,
+            max_connections: nonzero("--max-connections", args.max_connections)?,
+            connect_timeout: duration("--connect-timeout", &args.connect_timeout)?,
+            timeout: duration("--timeout", &args.timeout)?,
+            client_timeout: duration("--client-timeout", &args.client_timeout)?,
+            idle_timeout: duration("--idle-timeout", &args.idle_timeout)?,
+            max_body: match &args.max_body {
+                None => None,
+                Some(s) => Some(parse_size(s).map_err(|why| format!("--max-body: {why}"))?),
+            },
+            log: match args.log.as_str() {
+                "seed" => LogFormat::Seed,
+                "combined" => LogFormat::Combined,
+                "json" => LogFormat::Json,
+                "off" => LogFormat::Off,
+                other => return Err(format!("--log: unknown format '{other}' (known: seed, combined, json, off)")),
+            },
+        })
+    }
+}
+
+fn nonzero(flag: &str, n: usize) -> Result<NonZeroUsize, String> {
+    NonZeroUsize::new(n).ok_or_else(|| format!("{flag}: must be at least 1"))
+}
+
+/// Reads `500ms`, `2s`, `1m`, `1h 30m`. Zero is refused: every timeout here must be able
+/// to fire.
+fn duration(flag: &str, s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err(format!("{flag}: '{s}' must be longer than zero")),
+        Ok(d) => Ok(d),
+        Err(_) => Err(format!("{flag}: '{s}' is not a duration (examples: 500ms, 2s, 1m)")),
+    }
+}
+
+/// `host:port`, resolved once at startup (the first address wins).
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|_| format!("'{s}' is not host:port"))?;
+    addrs.next().ok_or_else(|| format!("'{s}' resolves to no address"))
+}
+
+/// `host:port` or `http://host:port`, optionally followed by `,weight=N`.
+fn parse_backend(s: &str) -> Result<BackendSpec, String> {
+    let mut parts = s.split(',');
+    let addr = parts.next().unwrap_or_default();
+    let addr = addr.strip_prefix("http://").unwrap_or(addr);
+    let addr = addr.strip_suffix('/').unwrap_or(addr);
+    if addr.contains("://") || addr.contains('/') {
+        return Err(format!("'{s}' is not host:port or http://host:port"));
+    }
+    let addr = resolve(addr)?;
+    let mut weight = NonZeroU32::MIN;
+    for option in parts {
+        match option.split_once('=') {
+            Some(("weight", n)) => {
+                weight = n
+                    .parse::<NonZeroU32>()
+                    .ok()
+                    .filter(|w| w.get() <= 1000)
+                    .ok_or_else(|| format!("'{s}': weight must be a whole number from 1 to 1000"))?;
+            }
+            _ => return Err(format!("'{s}': unknown option '{option}' (known: weight=N)")),
+        }
+    }
+    Ok(BackendSpec { addr, weight })
+}
+
+/// `512`, `64k`, `10MiB`, `1G`: bytes, with 1024-based units.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("'{s}' is not a size (examples: 512k, 10MiB, 1G)");
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().map_err(|_| bad())?;
+    let shift = match s[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1 << shift).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_blogs_setup() {
+        let c = Config::from_args(&[]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8000".parse().unwrap());
+        let addrs: Vec<String> = c.backends.iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(addrs, DEFAULT_BACKENDS);
+        assert!(c.default_backends);
+        assert_eq!(c.workers.get(), 512);
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.timeout, Duration::from_secs(60));
+        assert_eq!(c.max_body, None);
+    }
+
+    #[test]
+    fn backend_forms() {
+        let b = parse_backend("http://127.0.0.1:9000/,weight=5").unwrap();
+        assert_eq!(b.addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(b.weight.get(), 5);
+        assert!(parse_backend("127.0.0.1").is_err());
+        assert!(parse_backend("https://127.0.0.1:9000").is_err());
+        assert!(parse_backend("127.0.0.1:9000,weight=0").is_err());
+        assert!(parse_backend("127.0.0.1:9000,wieght=2").is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(duration("--x", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("--x", "1m").unwrap(), Duration::from_secs(60));
+        assert!(duration("--x", "5x").unwrap_err().contains("--x: '5x'"));
+        assert!(duration("--x", "0s").is_err());
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("1k").unwrap(), 1024);
+        assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        let err = Config::from_args(&["--workers", "0"]).unwrap_err();
+        assert!(err.starts_with("--workers"), "{err}");
+        let err = Config::from_args(&["--strategy", "nope"]).unwrap_err();
+        assert!(err.contains("'nope'"), "{err}");
+    }
+}

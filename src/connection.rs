@@ -1,0 +1,104 @@
+//! A client connection while a worker holds it: the worker serves its requests one after
+//! another while they come back to back, then parks it in the waiting room. Connections
+//! arrive here from the queue (fed by `listener.rs` and `waiting_room.rs`); each request
+//! goes to `proxy::handle`.
+
+use std::io::Read;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+
+use crate::config::MAX_HEAD;
+use crate::error::ProxyError;
+use crate::http1::{ClientConn, write_error};
+use crate::listener::Slot;
+use crate::proxy::{self, Next, Proxy, Scratch};
+use crate::waiting_room::WaitingRoom;
+
+/// How long a worker waits for the next request on a connection it just served before
+/// parking it. Clients that send requests back to back (wrk, a browser loading a page)
+/// stay with their worker and skip two wake-ups per request; idle ones cost a worker
+/// only this long.
+const NEXT_REQUEST_WAIT: Duration = Duration::from_millis(2);
+
+/// An open client connection and its place under `--max-connections`.
+pub struct Client {
+    pub conn: ClientConn,
+    _slot: Slot,
+}
+
+impl Client {
+    /// Sets the socket up once for its whole life: no Nagle delay on small answers, and
+    /// constant read and write timeouts (changing them per request would cost syscalls).
+    pub fn new(stream: TcpStream, peer: SocketAddr, slot: Slot, client_timeout: Duration) -> Client {
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(client_timeout));
+        let _ = stream.set_write_timeout(Some(client_timeout));
+        Client {
+            conn: ClientConn::new(stream, peer, MAX_HEAD),
+            _slot: slot,
+        }
+    }
+}
+
+/// What every worker shares.
+pub struct Shared {
+    pub proxy: Proxy,
+    pub waiting_room: WaitingRoom,
+    pub client_timeout: Duration,
+}
+
+/// Serves requests on one connection while they keep coming, then parks it or closes it.
+pub fn serve(shared: &Shared, scratch: &mut Scratch, mut client: Client) {
+    loop {
+        let deadline = Instant::now() + shared.client_timeout;
+        let head = match client.conn.read_head(deadline) {
+            Ok(Some(head)) => head,
+            // Closed, or idle and silent: nothing to answer.
+            Ok(None) => return,
+            Err(err) => {
+                // After a bad head the rest of the stream cannot be trusted: answer, close.
+                if let Some(status) = err.status() {
+                    let _ = write_error(client.conn.stream_mut(), &mut scratch.out, status, err.client_text(), &[], false);
+                }
+                return;
+            }
+        };
+        if proxy::handle(&shared.proxy, &mut client.conn, head, scratch) == Next::Close {
+            return;
+        }
+        // A pipelined request is already here, or the next one comes right away: serve it.
+        if client.conn.has_buffered() || readable_within(client.conn.stream(), NEXT_REQUEST_WAIT) {
+            continue;
+        }
+        shared.waiting_room.park(client);
+        return;
+    }
+}
+
+/// Turns a connection away when every worker is busy and the queue is full: 503 with
+/// `Retry-After`, then close. Runs on the acceptor or waiting-room thread, so it never
+/// blocks: whatever the client already sent is read and dropped (closing a socket with
+/// unread data would reset it and could destroy the 503 before the client reads it).
+pub fn turn_away(mut client: Client) {
+    let err = ProxyError::Overloaded;
+    let stream = client.conn.stream_mut();
+    let _ = stream.set_nonblocking(true);
+    let mut sink = [0u8; 4096];
+    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    let mut out = Vec::new();
+    let status = err.status().unwrap_or(503);
+    let _ = write_error(stream, &mut out, status, err.client_text(), &[("Retry-After", "1")], false);
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// Waits at most `wait` for the socket to have something to read (data, or a close).
+fn readable_within(stream: &TcpStream, wait: Duration) -> bool {
+    let mut fds = [PollFd::new(stream, PollFlags::IN)];
+    let timeout = Timespec {
+        tv_sec: 0,
+        tv_nsec: wait.subsec_nanos().into(),
+    };
+    matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
+}

@@ -1,0 +1,426 @@
+//! A client connection: the accepted socket and its read buffer.
+//!
+//! `connection.rs` owns one per client and calls `read_head` for each request, then
+//! `body` for that request's body (`body.rs`); answers are written to `stream_mut` with
+//! `response.rs`. The buffer outlives each request: bytes read past one request (a
+//! pipelined next request) wait in it for the next `read_head`.
+
+use super::body::BodyReader;
+use super::request::{self, Framing, RequestHead};
+use crate::error::ProxyError;
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
+
+/// The buffer's starting size: enough for a typical head and a small body.
+const INITIAL_BUF: usize = 4096;
+
+/// One client's socket and the bytes read from it but not yet consumed.
+pub struct ClientConn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Unconsumed bytes are `buf[start..end]`.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max_head: usize,
+    /// The last request announced a body that has not been read to its end. Its bytes
+    /// must never be parsed as the next request, so `read_head` refuses to go on.
+    unread_body: bool,
+}
+
+impl ClientConn {
+    /// `max_head`: the largest request head accepted (32 KiB by default). The buffer
+    /// starts at 4 KiB and grows up to `max_head` only when a head needs it.
+    pub fn new(stream: TcpStream, peer: SocketAddr, max_head: usize) -> ClientConn {
+        let max_head = max_head.max(1);
+        ClientConn {
+            stream,
+            peer,
+            buf: vec![0; INITIAL_BUF.min(max_head)],
+            start: 0,
+            end: 0,
+            max_head,
+            unread_body: false,
+        }
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// For poll/epoll registration and for writing answers.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Bytes already read but not consumed (a pipelined next request): serve now rather
+    /// than park. Also true while a body is left unread, so that the next `read_head`
+    /// promptly answers `None` (close) instead of the connection idling first.
+    pub fn has_buffered(&self) -> bool {
+        self.start < self.end || self.unread_body
+    }
+
+    /// Reads one request head.
+    ///
+    /// The caller has set SO_RCVTIMEO: the first read relies on it. If the head is not
+    /// complete after that, each later read first polls for the time left until
+    /// `deadline`, so a client dripping bytes is cut off (`ProxyError::ClientTimeout`).
+    ///
+    /// Returns `Ok(None)` when there is nothing to answer, just a socket to close: the
+    /// client closed or went quiet before sending any byte of a new request, or the
+    /// previous request's body was not read to its end.
+    pub fn read_head(&mut self, deadline: Instant) -> Result<Option<RequestHead>, ProxyError> {
+        if self.unread_body {
+            return Ok(None);
+        }
+        let mut scanned = 0;
+        let mut first_read = true;
+        loop {
+            if self.skip_empty_lines() {
+                scanned = 0;
+            }
+            let pending = &self.buf[self.start..self.end];
+            if let Some(len) = request::scan_head(pending, &mut scanned)? {
+                let head = request::parse_complete(&pending[..len]);
+                self.consume(len);
+                let head = head?;
+                self.unread_body = head.framing.has_body();
+                return Ok(Some(head));
+            }
+            if pending.len() >= self.max_head {
+                return Err(ProxyError::HeadTooLarge);
+            }
+            self.make_room();
+            let started = self.start < self.end;
+            if !first_read && !self.wait_readable(deadline)? {
+                return if started { Err(ProxyError::ClientTimeout) } else { Ok(None) };
+            }
+            first_read = false;
+            let end = self.end;
+            match read_retrying(&mut self.stream, &mut self.buf[end..]) {
+                Ok(0) if !started => return Ok(None),
+                Ok(0) => return Err(gone("client closed in the middle of a request head")),
+                Ok(n) => self.end += n,
+                Err(err) if is_timeout(&err) => {
+                    return if started { Err(ProxyError::ClientTimeout) } else { Ok(None) };
+                }
+                Err(err) if !started && is_disconnect(&err) => return Ok(None),
+                Err(err) => return Err(ProxyError::ClientGone(err)),
+            }
+        }
+    }
+
+    /// A reader of this request's body: the buffered bytes first, then the socket.
+    /// `expect_continue`: "HTTP/1.1 100 Continue" is written before the first read from
+    /// the socket (never if the body is empty or already buffered). `max_body`: more
+    /// body bytes than this is `ProxyError::BodyTooLarge`; a larger Content-Length fails
+    /// on the first read.
+    pub fn body(
+        &mut self,
+        framing: Framing,
+        expect_continue: bool,
+        max_body: Option<u64>,
+    ) -> BodyReader<'_> {
+        BodyReader::new(self, framing, expect_continue, max_body)
+    }
+
+    /// RFC 9112 §2.2: empty lines before a request line are ignored. Returns true if
+    /// any were skipped.
+    fn skip_empty_lines(&mut self) -> bool {
+        let before = self.start;
+        while self.buf[self.start..self.end].starts_with(b"\r\n") {
+            self.start += 2;
+        }
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        self.start != before
+    }
+
+    /// Makes space at the end of the buffer: slide the unconsumed bytes to the front,
+    /// or else grow (doubling, up to `max_head`).
+    fn make_room(&mut self) {
+        if self.end < self.buf.len() {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        } else {
+            let size = (self.buf.len() * 2).min(self.max_head);
+            self.buf.resize(size, 0);
+        }
+    }
+
+    /// Waits until the socket is readable or `deadline` passes (false).
+    fn wait_readable(&self, deadline: Instant) -> Result<bool, ProxyError> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let timeout = Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            });
+            let mut fds = [PollFd::new(&self.stream, PollFlags::IN)];
+            match poll(&mut fds, Some(&timeout)) {
+                // Readable, hung up or failed: the read that follows tells which.
+                Ok(n) if n > 0 => return Ok(true),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(err) => return Err(ProxyError::ClientGone(err.into())),
+            }
+        }
+    }
+
+    // Used by `body.rs`.
+
+    /// The unconsumed bytes.
+    pub(super) fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub(super) fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+    }
+
+    /// Reads from the socket into the (empty) buffer. Ok(0) is end of stream.
+    pub(super) fn fill(&mut self) -> io::Result<usize> {
+        debug_assert_eq!(self.start, self.end, "fill with unconsumed bytes");
+        let n = read_retrying(&mut self.stream, &mut self.buf)?;
+        (self.start, self.end) = (0, n);
+        Ok(n)
+    }
+
+    /// Reads from the socket straight into `out`, bypassing the buffer (which must be
+    /// empty, or bytes would be reordered).
+    pub(super) fn read_direct(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        debug_assert_eq!(self.start, self.end, "direct read with unconsumed bytes");
+        read_retrying(&mut self.stream, out)
+    }
+
+    /// The current request's body has been read to its end.
+    pub(super) fn body_done(&mut self) {
+        self.unread_body = false;
+    }
+}
+
+fn read_retrying(stream: &mut TcpStream, out: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match stream.read(out) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// What SO_RCVTIMEO expiring looks like.
+pub(super) fn is_timeout(err: &io::Error) -> bool {
+    matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+fn is_disconnect(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+    )
+}
+
+pub(super) fn gone(why: &'static str) -> ProxyError {
+    ProxyError::ClientGone(io::Error::new(io::ErrorKind::UnexpectedEof, why))
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{Shutdown, TcpListener};
+    use std::thread;
+    use std::time::Duration;
+
+    /// A connected pair on loopback: (client side, server side). Both time out after a
+    /// few seconds so that a broken test fails instead of hanging.
+    pub(in crate::http1) fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        for s in [&client, &server] {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        }
+        (client, server)
+    }
+
+    /// A client socket and the server's ClientConn for it.
+    pub(in crate::http1) fn client_conn(max_head: usize) -> (TcpStream, ClientConn) {
+        let (client, server) = socket_pair();
+        let peer = server.peer_addr().unwrap();
+        (client, ClientConn::new(server, peer, max_head))
+    }
+
+    pub(in crate::http1) fn later() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    const GET: &[u8] = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    #[test]
+    fn reads_one_head() {
+        let (mut client, mut conn) = client_conn(32 * 1024);
+        assert_eq!(conn.peer(), client.local_addr().unwrap());
+        client.write_all(GET).unwrap();
+        let head = conn.read_head(later()).unwrap().unwrap();
+        assert_eq!(head.target, "/a");
+        assert!(!conn.has_buffered());
+        assert_eq!(conn.buf.len(), INITIAL_BUF);
+    }
+
+    #[test]
+    fn pipelined_heads_come_out_in_order() {
+        let (mut client, mut conn) = client_conn(32 * 1024);
+        client.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(conn.read_head(later()).unwrap().unwrap().target, "/1");
+        assert!(conn.has_buffered());
+        assert_eq!(conn.read_head(later()).unwrap().unwrap().target, "/2");
+        assert!(!conn.has_buffered());
+        client.shutdown(Shutdown::Write).unwrap();
+        assert!(conn.read_head(later()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_head_split_over_many_reads_is_assembled() {
+        let (mut client, mut conn) = client_conn(32 * 1024);
+        let writer = thread::spawn(move || {
+            for &b in GET {
+                client.write_all(&[b]).unwrap();
+            }
+            client
+        });
+        assert_eq!(conn.read_head(later()).unwrap().unwrap().target, "/a");
+        drop(writer.join().unwrap());
+    }
+
+    #[test]
+    fn close_before_a_request_is_none() {
+        let (client, mut conn) = client_conn(32 * 1024);
+        drop(client);
+        assert!(conn.read_head(later()).unwrap().is_none());
+
+        // Empty lines alone are not a request either.
+        let (mut client, mut conn) = client_conn(32 * 1024);
+        client.write_all(b"\r\n\r\n").unwrap();
+        drop(client);
+        assert!(conn.read_head(later()).unwrap().is_none());
+    }
+
+    #[test]
+    fn close_in_the_middle_of_a_head_is_client_gone() {
+        let (mut client, mut conn) = client_conn(32 * 1024);
+        client.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+        drop(client);
+        match conn.read_head(later()) {
+            Err(ProxyError::ClientGone(err)) => assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn quiet_client_times_out_as_none() {
+        let (_client, mut conn) = client_conn(32 * 1024);
+        conn.stream().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        assert!(conn.read_head(later()).unwrap().is_none());
+    }
+
+    #[test]
+    fn dripping_client_is_cut_off_at_the_deadline() {
+        let (mut client, mut conn) = client_conn(32 * 1024);
+        // Sends the first byte at once, then one byte every 20 ms until the server
+        // gives up and closes (a write then fails).
+        let drip = thread::spawn(move || {
+            let mut bytes = b"GET /".iter().chain(std::iter::repeat(&b'a'));
+            while client.write_all(&[*bytes.next().unwrap()]).is_ok() {
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let deadline = Instant::now() + Duration::from_millis(300);
+        assert!(matches!(conn.read_head(deadline), Err(ProxyError::ClientTimeout)));
+        drop(conn);
+        drip.join().unwrap();
+    }
+
+    #[test]
+    fn bare_lf_is_refused_without_waiting_for_the_rest() {
+        let (mut client, mut conn) = client_conn(32 * 1024);
+        // The head never ends: only the eager check can answer before the timeout.
+        client.write_all(b"GET / HTTP/1.1\nHost: a\r\n").unwrap();
+        assert!(matches!(
+            conn.read_head(later()),
+            Err(ProxyError::BadRequest("bad line ending in request head"))
+        ));
+    }
+
+    #[test]
+    fn the_buffer_grows_for_a_long_head_up_to_max_head() {
+        let (mut client, mut conn) = client_conn(32 * 1024);
+        let target = format!("/{}", "%2F/".repeat(2500));
+        client
+            .write_all(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(conn.read_head(later()).unwrap().unwrap().target, target);
+        assert!(conn.buf.len() > INITIAL_BUF && conn.buf.len() <= 32 * 1024);
+    }
+
+    #[test]
+    fn heads_longer_than_max_head_are_refused() {
+        let head = |len: usize| {
+            let fixed = "GET / HTTP/1.1\r\nHost: a\r\nX: \r\n\r\n".len();
+            format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "x".repeat(len - fixed))
+        };
+        let (mut client, mut conn) = client_conn(100);
+        client.write_all(head(100).as_bytes()).unwrap();
+        assert!(conn.read_head(later()).unwrap().is_some());
+
+        let (mut client, mut conn) = client_conn(100);
+        client.write_all(head(101).as_bytes()).unwrap();
+        assert!(matches!(conn.read_head(later()), Err(ProxyError::HeadTooLarge)));
+
+        let (mut client, mut conn) = client_conn(32 * 1024);
+        client.write_all(&[b'a'; 40 * 1024]).unwrap();
+        assert!(matches!(conn.read_head(later()), Err(ProxyError::HeadTooLarge)));
+    }
+
+    #[test]
+    fn an_unread_body_ends_the_connection() {
+        let (mut client, mut conn) = client_conn(32 * 1024);
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 14\r\n\r\nGET / HTTP/1.1\r\n")
+            .unwrap();
+        assert_eq!(conn.read_head(later()).unwrap().unwrap().framing, Framing::Length(14));
+        assert!(conn.has_buffered());
+        // The body's bytes look like a request: they must not be served as one.
+        assert!(conn.read_head(later()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_body_read_to_its_end_lets_the_next_request_through() {
+        let (mut client, mut conn) = client_conn(32 * 1024);
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let head = conn.read_head(later()).unwrap().unwrap();
+        let mut body = Vec::new();
+        conn.body(head.framing, false, None).read_to_end(&mut body).unwrap();
+        assert_eq!(body, b"abc");
+        assert_eq!(conn.read_head(later()).unwrap().unwrap().target, "/next");
+    }
+}

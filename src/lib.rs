@@ -1,0 +1,36 @@
+//! roundhouse: an HTTP/1.1 load balancer on plain threads and blocking sockets.
+//!
+//! The path of one request, file by file:
+//!
+//! 1. `listener` accepts a connection (at most `--max-connections` at once) and puts it
+//!    on a bounded queue; a full queue gets 503 right there (`connection::turn_away`).
+//! 2. `pool` runs a fixed number of worker threads that take connections off the queue.
+//! 3. `connection` serves one connection: it reads a request head with `http1` (our own
+//!    strict HTTP/1.1 front door on httparse) and hands it to `proxy`.
+//! 4. `proxy` is the main path: `balancer` picks a backend, `headers` applies the header
+//!    policy, `upstream` forwards the request with ureq and `http1` streams the answer
+//!    back. `access_log` writes one line; `error` gives every failure one status.
+//! 5. Back in `connection`, the worker serves the next request if it comes at once, or
+//!    parks the connection in the `waiting_room` (one epoll thread for all idle
+//!    connections), which queues it again when the next request arrives.
+//!
+//! `server` wires these together; `cli` and `config` read the command line.
+
+pub mod access_log;
+pub mod balancer;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod headers;
+pub mod http1;
+pub mod listener;
+pub mod pool;
+pub mod proxy;
+pub mod server;
+pub mod upstream;
+pub mod waiting_room;
+
+pub use config::Config;
+pub use error::ProxyError;
+pub use server::{Running, start};

@@ -1,0 +1,90 @@
+//! The listener: binds the proxy port and accepts client connections, never more than
+//! `--max-connections` open at once. It never dies on an accept error: EMFILE and the
+//! like are logged and accepting resumes. Each accepted connection goes to the handler
+//! that `server.rs` passes in (which queues it for a worker).
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+/// Room for a burst of connects (std's default backlog is 128): 1000 clients connecting
+/// at once should wait in the kernel, not get SYN-dropped.
+const BACKLOG: i32 = 4096;
+
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Counts open client connections. The acceptor waits (parked) while the count is at
+/// the limit; dropping a `Slot` frees one and wakes it.
+pub struct Limit {
+    open: AtomicUsize,
+    max: usize,
+    acceptor: Thread,
+}
+
+/// One open client connection's place under the limit; held for the connection's life.
+pub struct Slot(Arc<Limit>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Only the acceptor waits, and only when we were at the limit.
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == self.0.max {
+            self.0.acceptor.unpark();
+        }
+    }
+}
+
+impl Limit {
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Accepts forever on the calling thread, handing each connection and its slot to
+/// `on_accept`.
+pub fn run(listener: TcpListener, max: usize, mut on_accept: impl FnMut(TcpStream, SocketAddr, Slot)) {
+    let limit = Arc::new(Limit {
+        open: AtomicUsize::new(0),
+        max,
+        acceptor: thread::current(),
+    });
+    let mut last_complaint: Option<Instant> = None;
+    loop {
+        // Wait for a free slot; park() may wake spuriously, hence the loop.
+        while limit.open() >= max {
+            thread::park();
+        }
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                limit.open.fetch_add(1, Ordering::AcqRel);
+                on_accept(stream, peer, Slot(limit.clone()));
+            }
+            Err(err) if is_transient(&err) => {}
+            Err(err) => {
+                // Out of file descriptors or memory: say so (at most once a second), give
+                // the others a moment to close connections, and go on accepting.
+                if last_complaint.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    eprintln!("roundhouse: accept failed: {err} ({} connections open); retrying", limit.open());
+                    last_complaint = Some(Instant::now());
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Errors about one connection that died in the backlog, not about the listener.
+fn is_transient(err: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(err.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock)
+}

@@ -1,0 +1,328 @@
+//! One request, start to finish: pick a backend, forward the request, relay the answer,
+//! log it. This is the balancer's main path; start reading here. `connection.rs` calls
+//! `handle` for each request head it reads; `upstream.rs` does the forwarding and
+//! `http1/` the writing back.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use ureq::http::header::{self, HeaderMap, HeaderValue};
+use ureq::http::{Method, Uri};
+
+use crate::access_log::{AccessLog, Entry};
+use crate::balancer::Balancer;
+use crate::error::ProxyError;
+use crate::headers;
+use crate::http1::{BodyReader, ClientConn, Framing, RequestHead, ResponseBody, Version, write_error, write_head};
+use crate::upstream::{Reply, RequestBody};
+
+/// What one request needs that outlives it: the backends and the request-level settings.
+pub struct Proxy {
+    pub balancer: Balancer,
+    pub max_body: Option<u64>,
+    pub log: AccessLog,
+}
+
+/// Buffers a worker reuses for every request it serves, so the hot path allocates none.
+pub struct Scratch {
+    /// The response head and small bodies, sent in one write.
+    pub out: Vec<u8>,
+    /// Body bytes on their way from the backend to the client.
+    copy: Box<[u8]>,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch {
+            out: Vec::with_capacity(16 * 1024),
+            copy: vec![0; 16 * 1024].into_boxed_slice(),
+        }
+    }
+}
+
+/// Whether the client connection can carry another request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Proxies one client request and answers it, whatever happens: with the backend's
+/// answer, or with one short error. Returns whether the connection may be reused.
+pub fn handle(proxy: &Proxy, conn: &mut ClientConn, head: RequestHead, scratch: &mut Scratch) -> Next {
+    let started = Instant::now();
+    let RequestHead {
+        method,
+        target,
+        version,
+        mut headers,
+        framing,
+        keep_alive,
+        expect_continue,
+    } = head;
+    let (referer, user_agent) = if proxy.log.wants_client_fields() {
+        (headers.get(header::REFERER).cloned(), headers.get(header::USER_AGENT).cloned())
+    } else {
+        (None, None)
+    };
+    let mut entry = Entry {
+        peer: conn.peer(),
+        backend: None,
+        method: method.as_str(),
+        target: &target,
+        version,
+        status: 0,
+        bytes: 0,
+        started,
+        referer: referer.as_ref(),
+        user_agent: user_agent.as_ref(),
+    };
+
+    let outcome = origin_form(&target, &mut headers).and_then(|path| {
+        headers::to_upstream(&mut headers, entry.peer.ip());
+        let mut body = conn.body(framing, expect_continue, proxy.max_body);
+        let forwarded = forward(proxy, &method, path, headers, framing, &mut body, &mut entry.backend);
+        // A body the client broke off is the client's fault, whatever ureq made of it.
+        match body.failure() {
+            Some(client_fault) => Err((client_fault, Next::Close)),
+            // Unless the body was read to its end, the connection is not at a request
+            // boundary and cannot carry another request.
+            None if !body.is_finished() => forwarded.map_err(|e| (e, Next::Close)),
+            None if keep_alive => forwarded.map_err(|e| (e, Next::KeepAlive)),
+            None => forwarded.map_err(|e| (e, Next::Close)),
+        }
+        .map(|reply| (reply, keep_alive && body.is_finished()))
+    });
+    let (reply, reusable) = match outcome {
+        Ok(found) => found,
+        Err((err, next)) => return answer_error(proxy, conn, scratch, err, next, entry),
+    };
+
+    let next = match relay(conn, scratch, version, method == Method::HEAD, reply, reusable) {
+        Ok(relayed) => {
+            entry.status = relayed.status;
+            entry.bytes = relayed.bytes;
+            relayed.next
+        }
+        Err(broken) => {
+            // Part of the answer may be out: the only honest ending is to close.
+            entry.status = broken.status;
+            entry.bytes = broken.bytes;
+            proxy.log.write(&entry, Some(&broken.error));
+            return Next::Close;
+        }
+    };
+    proxy.log.write(&entry, None);
+    next
+}
+
+/// Sends the request to the first backend that takes it. A backend that refuses the
+/// connection (or does not complete it in time) is skipped: the request never left, so
+/// the next one gets it, body and all. A connection the backend closed before answering
+/// (typically a pooled one it had given up on) is retried once on the next backend when
+/// sending again is safe: no body, idempotent method.
+fn forward(
+    proxy: &Proxy,
+    method: &Method,
+    target: &str,
+    headers: HeaderMap,
+    framing: Framing,
+    body: &mut BodyReader<'_>,
+    tried: &mut Option<SocketAddr>,
+) -> Result<Reply, ProxyError> {
+    let count = proxy.balancer.backends().len();
+    let mut headers = Some(headers);
+    let mut last = ProxyError::NoBackend;
+    let mut resent = false;
+    for (i, backend) in proxy.balancer.candidates().enumerate() {
+        let upstream = &backend.upstream;
+        *tried = Some(upstream.addr());
+        // ureq consumes the headers: keep a copy while another attempt may follow.
+        let attempt_headers = if i + 1 == count { headers.take() } else { headers.clone() };
+        let request_body = match framing {
+            Framing::None => RequestBody::Empty,
+            Framing::Length(len) => RequestBody::Sized(len, body as &mut dyn Read),
+            Framing::Chunked => RequestBody::Chunked(body as &mut dyn Read),
+        };
+        match upstream.send(method, target, attempt_headers.unwrap_or_default(), request_body) {
+            Ok(reply) => return Ok(reply),
+            Err(err @ ProxyError::Connect { .. }) => {
+                if i + 1 < count {
+                    eprintln!("roundhouse: {err}; trying the next backend");
+                }
+                last = err;
+            }
+            Err(err @ ProxyError::Reset { .. }) if !resent && framing == Framing::None && idempotent(method) => {
+                resent = true;
+                last = err;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last)
+}
+
+/// Methods that mean the same when sent twice (RFC 9110 §9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The path and query to send upstream. An absolute-form target (`http://host/path`,
+/// RFC 9112 §3.2.2) is reduced to origin-form, and its authority replaces `Host`. The
+/// asterisk form (`OPTIONS *`) asks about the server itself, which a balancer cannot
+/// answer for its backends.
+fn origin_form<'t>(target: &'t str, headers: &mut HeaderMap) -> Result<&'t str, (ProxyError, Next)> {
+    if target.starts_with('/') {
+        return Ok(target);
+    }
+    if target == "*" {
+        return Err((ProxyError::NotImplemented("OPTIONS * is not supported"), Next::KeepAlive));
+    }
+    let bad = || (ProxyError::BadRequest("bad request target"), Next::Close);
+    let uri: Uri = target.parse().map_err(|_| bad())?;
+    let authority = uri.authority().ok_or_else(bad)?;
+    if !matches!(uri.scheme_str(), Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")) {
+        return Err(bad());
+    }
+    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
+    headers.insert(header::HOST, host);
+    // The path starts right after the authority, byte for byte as the client sent it.
+    let start = target.find("://").map(|i| i + 3 + authority.as_str().len()).ok_or_else(bad)?;
+    Ok(match &target[start..] {
+        "" => "/",
+        rest if rest.starts_with('/') => rest,
+        _ => return Err(bad()),
+    })
+}
+
+/// What a relayed answer came to.
+struct Relayed {
+    status: u16,
+    bytes: u64,
+    next: Next,
+}
+
+/// An answer that broke off after its head was sent.
+struct Broken {
+    status: u16,
+    bytes: u64,
+    error: ProxyError,
+}
+
+/// Streams the backend's answer to the client: head first, then the body as it comes,
+/// framed for this client (length, chunked, or close-delimited for HTTP/1.0).
+fn relay(
+    conn: &mut ClientConn,
+    scratch: &mut Scratch,
+    version: Version,
+    is_head: bool,
+    mut reply: Reply,
+    keep_alive: bool,
+) -> Result<Relayed, Broken> {
+    let status = reply.status;
+    let backend = reply.backend;
+    let mut headers = std::mem::take(&mut reply.headers);
+    // HEAD and 304 carry the length the body would have had (RFC 9110 §8.6).
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    headers::to_client(&mut headers);
+    let bodyless = is_head || status == 204 || status == 304 || (100..200).contains(&status);
+    let (kind, head_len) = match (bodyless, reply.content_length) {
+        (true, _) if status == 204 || status < 200 => (ResponseBody::None, None),
+        (true, _) => (ResponseBody::None, announced),
+        (false, Some(len)) => (ResponseBody::Length(len), None),
+        (false, None) => (ResponseBody::Unknown, None),
+    };
+
+    let Scratch { out, copy } = scratch;
+    let mut writer = write_head(conn.stream_mut(), out, version, status, &headers, kind, head_len, keep_alive);
+    let client_gone = |bytes, err: io::Error| Broken {
+        status,
+        bytes,
+        error: ProxyError::ClientGone(err),
+    };
+    let mut bytes = 0u64;
+    if !matches!(kind, ResponseBody::None) {
+        let mut body = reply.into_body();
+        loop {
+            let n = match body.read(copy) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) => {
+                    return Err(Broken {
+                        status,
+                        bytes,
+                        error: ProxyError::Upstream {
+                            backend,
+                            detail: format!("answer broke off: {err}"),
+                        },
+                    });
+                }
+            };
+            writer.write_all(&copy[..n]).map_err(|e| client_gone(bytes, e))?;
+            bytes += n as u64;
+        }
+    }
+    let next = if writer.keep_alive() { Next::KeepAlive } else { Next::Close };
+    writer.finish().map_err(|e| client_gone(bytes, e))?;
+    Ok(Relayed { status, bytes, next })
+}
+
+/// Answers a request that could not be proxied with its one status and a short text,
+/// and logs it.
+fn answer_error(
+    proxy: &Proxy,
+    conn: &mut ClientConn,
+    scratch: &mut Scratch,
+    err: ProxyError,
+    next: Next,
+    mut entry: Entry<'_>,
+) -> Next {
+    let Some(status) = err.status() else {
+        proxy.log.write(&entry, Some(&err));
+        return Next::Close;
+    };
+    let keep_alive = next == Next::KeepAlive;
+    let written = write_error(conn.stream_mut(), &mut scratch.out, status, err.client_text(), &[], keep_alive);
+    entry.status = status;
+    proxy.log.write(&entry, Some(&err));
+    match written {
+        Ok(()) => next,
+        Err(_) => Next::Close,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_form_becomes_origin_form_and_sets_host() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("wrong"));
+        assert_eq!(origin_form("http://shop.example:8080/a%2Fb?q=1", &mut h).ok(), Some("/a%2Fb?q=1"));
+        assert_eq!(h[header::HOST], "shop.example:8080");
+        assert_eq!(origin_form("HTTP://shop.example", &mut h).ok(), Some("/"));
+    }
+
+    #[test]
+    fn origin_form_passes_untouched() {
+        let mut h = HeaderMap::new();
+        assert_eq!(origin_form("//a//b?x=%20", &mut h).ok(), Some("//a//b?x=%20"));
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn odd_targets_are_refused() {
+        let mut h = HeaderMap::new();
+        assert!(matches!(origin_form("*", &mut h), Err((ProxyError::NotImplemented(_), _))));
+        assert!(matches!(origin_form("ftp://x/y", &mut h), Err((ProxyError::BadRequest(_), _))));
+        assert!(matches!(origin_form("example.com:80", &mut h), Err((ProxyError::BadRequest(_), _))));
+    }
+}

@@ -1,0 +1,199 @@
+//! The upstream side: one ureq Agent per backend, and one forward of a request to it.
+//! This is the only file that knows ureq; `proxy.rs` calls `Upstream::send` and reads the
+//! `Reply` it returns. Every ureq default that matters to a proxy is overridden here, on
+//! purpose, with its reason.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ureq::http::{HeaderMap, HeaderValue, Method, Request, Uri, Version, header};
+use ureq::{Agent, AsSendBody, Body, SendBody};
+
+use crate::error::ProxyError;
+
+/// How a request body reaches the backend.
+pub enum RequestBody<'a> {
+    Empty,
+    /// The client announced this many bytes; the reader must fail, not end, if fewer come
+    /// (ureq's sender spins forever on a sized body that ends early).
+    Sized(u64, &'a mut dyn Read),
+    /// Length unknown: sent chunked.
+    Chunked(&'a mut dyn Read),
+}
+
+/// Timeouts and pool size for every backend's Agent.
+pub struct Settings {
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    /// Idle connections kept per backend: at most one per worker can be in use at once.
+    pub pool_size: usize,
+}
+
+/// One backend's client: its address and an Agent whose connection pool serves only it.
+/// One Agent per backend, not one shared: ureq's pool is one mutex per Agent and scans
+/// its idle list on every return, which collapsed throughput at 1000 connections.
+pub struct Upstream {
+    addr: SocketAddr,
+    /// `http://addr`, to which the request-target is appended.
+    base: String,
+    agent: Agent,
+}
+
+/// The backend's answer: status and headers read, body not yet.
+pub struct Reply {
+    pub backend: SocketAddr,
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// From the backend's Content-Length, when it framed the body that way.
+    pub content_length: Option<u64>,
+    body: Body,
+}
+
+impl Reply {
+    /// The body as the backend sends it, with its transfer coding removed but its content
+    /// coding (gzip...) untouched. Fails, never ends early, if the backend breaks off.
+    pub fn into_body(self) -> impl Read {
+        self.body.into_reader()
+    }
+}
+
+impl Upstream {
+    pub fn new(addr: SocketAddr, settings: &Settings) -> Upstream {
+        let config = Agent::config_builder()
+            // A backend's 404 or 500 is an answer to relay, not an error.
+            .http_status_as_error(false)
+            // Redirects are for the client to follow.
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            // Inject nothing: the client's request goes out as the client sent it.
+            .user_agent("")
+            .accept("")
+            .accept_encoding("")
+            // PROPFIND, PURGE and custom tokens are methods too.
+            .allow_non_standard_methods(true)
+            // HTTP_PROXY and ALL_PROXY in our environment are not the backend's route.
+            .proxy(None)
+            .no_delay(true)
+            // All unset by default. Connect failures let the next backend be tried; the
+            // rest bound how long a backend may keep a worker waiting.
+            .timeout_connect(Some(settings.connect_timeout))
+            .timeout_recv_response(Some(settings.timeout))
+            .timeout_per_read(Some(settings.timeout))
+            .timeout_per_write(Some(settings.timeout))
+            // The default pool (10 idle, 3 per host) would open a connection per request.
+            .max_idle_connections(settings.pool_size)
+            .max_idle_connections_per_host(settings.pool_size)
+            // Backends close idle connections too (nginx after 75 s, Node after 5 s); a
+            // pooled connection closed under us fails the request that reuses it.
+            .max_idle_age(Duration::from_secs(4))
+            // 128 KiB each by default, per pooled connection.
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(16 * 1024)
+            .build();
+        Upstream {
+            addr,
+            base: format!("http://{addr}"),
+            agent: config.new_agent(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends one request and waits for the answer's head. `target` is the origin-form
+    /// path and query, forwarded byte for byte; `headers` are sent as given (plus the
+    /// framing field for the body).
+    pub fn send(
+        &self,
+        method: &Method,
+        target: &str,
+        mut headers: HeaderMap,
+        body: RequestBody<'_>,
+    ) -> Result<Reply, ProxyError> {
+        let uri: Uri = format!("{}{}", self.base, target)
+            .parse()
+            .map_err(|_| ProxyError::BadRequest("bad request target"))?;
+        let response = match body {
+            RequestBody::Empty => self.exchange(method, uri, headers, ()),
+            RequestBody::Sized(len, reader) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                self.exchange(method, uri, headers, SendBody::from_reader(reader))
+            }
+            RequestBody::Chunked(reader) => {
+                headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+                self.exchange(method, uri, headers, SendBody::from_reader(reader))
+            }
+        }
+        .map_err(|err| self.classify(err))?;
+        let (parts, body) = response.into_parts();
+        Ok(Reply {
+            backend: self.addr,
+            status: parts.status.as_u16(),
+            content_length: body.content_length(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    fn exchange(
+        &self,
+        method: &Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: impl AsSendBody,
+    ) -> Result<ureq::http::Response<Body>, ureq::Error> {
+        let mut request = Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers;
+        self.agent.run(request)
+    }
+
+    /// Translates ureq's error into ours: did the request leave, and whose fault is it?
+    fn classify(&self, err: ureq::Error) -> ProxyError {
+        use ureq::{Error, Timeout};
+        let backend = self.addr;
+        match err {
+            // The request never left: another backend may take it.
+            Error::Timeout(Timeout::Connect | Timeout::Resolve)
+            | Error::HostNotFound
+            | Error::ConnectionFailed => ProxyError::Connect {
+                backend,
+                detail: err.to_string(),
+            },
+            Error::Io(e) if never_left(&e) => ProxyError::Connect {
+                backend,
+                detail: e.to_string(),
+            },
+            // The backend closed a connection before answering, typically a pooled one it
+            // had already given up on.
+            Error::Io(e) if closed_early(&e) => ProxyError::Reset {
+                backend,
+                detail: e.to_string(),
+            },
+            Error::Timeout(_) => ProxyError::Timeout { backend },
+            Error::Io(e) if e.kind() == io::ErrorKind::TimedOut => ProxyError::Timeout { backend },
+            other => ProxyError::Upstream {
+                backend,
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Errors that only `connect` produces.
+fn never_left(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+    )
+}
+
+fn closed_early(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
+}

@@ -1,0 +1,143 @@
+//! The waiting room: idle keep-alive connections wait here, in one thread and one epoll
+//! set, instead of each holding a worker. When a parked connection turns readable (its
+//! next request is arriving, or it closed) it goes back on the workers' queue; when it
+//! stays idle past `--idle-timeout` it is closed. `connection.rs` parks connections here.
+//!
+//! Written on `polling` (a thin epoll wrapper): the standard library has no readiness API,
+//! and a whole event loop crate would bring a runtime we do not want.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, unbounded};
+use polling::{Event, Events, Poller};
+use slab::Slab;
+
+use crate::connection::Client;
+
+/// The handle workers use to park a connection.
+#[derive(Clone)]
+pub struct WaitingRoom {
+    arrivals: Sender<Client>,
+    poller: Arc<Poller>,
+}
+
+impl WaitingRoom {
+    /// Starts the waiting-room thread. Readable connections go to `ready`; a full queue
+    /// gets them turned away by `on_full`.
+    pub fn start(
+        ready: Sender<Client>,
+        idle_timeout: Duration,
+        on_full: impl Fn(Client) + Send + 'static,
+    ) -> io::Result<WaitingRoom> {
+        let poller = Arc::new(Poller::new()?);
+        let (arrivals, arrivals_rx) = unbounded();
+        let room = Room {
+            poller: poller.clone(),
+            arrivals: arrivals_rx,
+            parked: Slab::new(),
+            expiry: VecDeque::new(),
+            next_seq: 0,
+            idle_timeout,
+        };
+        thread::Builder::new()
+            .name("waiting-room".into())
+            .spawn(move || room.run(ready, on_full))?;
+        Ok(WaitingRoom { arrivals, poller })
+    }
+
+    /// Parks an idle connection until its next request arrives or it times out.
+    pub fn park(&self, client: Client) {
+        if self.arrivals.send(client).is_ok() {
+            // Wake the room so that it registers the connection now.
+            let _ = self.poller.notify();
+        }
+    }
+}
+
+struct Parked {
+    client: Client,
+    /// Tells this stay apart from a later one in the same slab slot.
+    seq: u64,
+}
+
+struct Room {
+    poller: Arc<Poller>,
+    arrivals: Receiver<Client>,
+    parked: Slab<Parked>,
+    /// (deadline, slab key, seq) in deadline order: every stay lasts the same idle
+    /// timeout, so arrival order is deadline order. Entries of connections that already
+    /// left are skipped when they come up.
+    expiry: VecDeque<(Instant, usize, u64)>,
+    next_seq: u64,
+    idle_timeout: Duration,
+}
+
+impl Room {
+    fn run(mut self, ready: Sender<Client>, on_full: impl Fn(Client)) {
+        let mut events = Events::new();
+        loop {
+            let timeout = self
+                .expiry
+                .front()
+                .map(|(deadline, _, _)| deadline.saturating_duration_since(Instant::now()));
+            events.clear();
+            if let Err(err) = self.poller.wait(&mut events, timeout) {
+                if err.kind() != io::ErrorKind::Interrupted {
+                    eprintln!("roundhouse: waiting room: {err}");
+                }
+                continue;
+            }
+            for event in events.iter() {
+                let Some(parked) = self.parked.try_remove(event.key) else {
+                    continue;
+                };
+                let _ = self.poller.delete(parked.client.conn.stream());
+                match ready.try_send(parked.client) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(client)) => on_full(client),
+                    Err(TrySendError::Disconnected(_)) => return,
+                }
+            }
+            while let Ok(client) = self.arrivals.try_recv() {
+                self.admit(client);
+            }
+            self.expire(Instant::now());
+        }
+    }
+
+    fn admit(&mut self, client: Client) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = self.parked.vacant_entry();
+        let key = entry.key();
+        // SAFETY (polling's contract): the socket is deleted from the poller before it is
+        // closed, since it only leaves this struct through `try_remove` followed by
+        // `delete` (in `run` and `expire`).
+        let added = unsafe { self.poller.add(client.conn.stream(), Event::readable(key)) };
+        if let Err(err) = added {
+            eprintln!("roundhouse: waiting room: cannot watch a connection: {err}");
+            return;
+        }
+        entry.insert(Parked { client, seq });
+        self.expiry.push_back((Instant::now() + self.idle_timeout, key, seq));
+    }
+
+    /// Closes the connections that stayed idle past their deadline.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(deadline, key, seq)) = self.expiry.front() {
+            if deadline > now {
+                break;
+            }
+            self.expiry.pop_front();
+            if self.parked.get(key).is_some_and(|p| p.seq == seq) {
+                let parked = self.parked.remove(key);
+                let _ = self.poller.delete(parked.client.conn.stream());
+                // Dropping the client closes the socket and frees its connection slot.
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Failures on the backend side and overload: which status the client gets, and that a
+//! failing backend is skipped when the request never reached it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+
+use crate::support::*;
+
+#[test]
+fn refusing_backend_is_skipped_and_the_next_one_answers() {
+    let alive = Backend::hello("alive");
+    let lb = start_balancer_on(&[dead_addr(), alive.addr], &[]);
+    for _ in 0..4 {
+        assert_eq!(get(lb.addr, "/"), (200, "alive".to_string()));
+    }
+    let lb = start_balancer_on(&[alive.addr, dead_addr()], &[]);
+    for _ in 0..4 {
+        assert_eq!(get(lb.addr, "/"), (200, "alive".to_string()));
+    }
+    assert_eq!(alive.count(), 8);
+}
+
+fn assert_short_plain_text_without(r: &Response, addrs: &[SocketAddr]) {
+    let body = r.body_str();
+    assert!(body.len() < 200, "long error body: {body:?}");
+    assert!(!body.is_empty(), "empty error body");
+    let ctype = r.header("content-type").unwrap_or("");
+    assert!(ctype.starts_with("text/plain"), "content-type {ctype:?}");
+    for a in addrs {
+        assert!(!body.contains(&a.to_string()) && !body.contains(&a.port().to_string()), "body names a backend: {body:?}");
+    }
+    assert!(!body.contains("127.0.0.1"), "body names a backend: {body:?}");
+}
+
+#[test]
+fn all_backends_dead_gives_502_with_a_short_text_naming_no_backend() {
+    let dead = [dead_addr(), dead_addr()];
+    let lb = start_balancer_on(&dead, &[]);
+    let mut c = Client::connect(lb.addr);
+    let r = c.get("/");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_short_plain_text_without(&r, &dead);
+}
+
+#[test]
+fn backend_that_never_answers_gives_504_after_the_timeout() {
+    let silent = Backend::silent();
+    let lb = start_balancer(&[&silent], &["--timeout", "300ms"]);
+    let mut c = Client::connect(lb.addr);
+    let r = c.get("/slow");
+    assert_eq!(r.status, 504, "{r:?}");
+    assert_short_plain_text_without(&r, &[silent.addr]);
+    assert!(silent.heads() >= 1, "the request never reached the backend");
+}
+
+#[test]
+fn backend_that_never_completes_the_handshake_is_skipped_after_the_connect_timeout() {
+    let Some(stuck) = unanswering_listener() else {
+        eprintln!("skipped: this machine completes handshakes on a full accept queue");
+        return;
+    };
+    let alive = Backend::hello("alive");
+    let lb = start_balancer_on(&[stuck.addr, alive.addr], &["--connect-timeout", "300ms"]);
+    for _ in 0..2 {
+        assert_eq!(get(lb.addr, "/"), (200, "alive".to_string()));
+    }
+}
+
+#[test]
+fn only_backend_never_completing_the_handshake_gives_502() {
+    let Some(stuck) = unanswering_listener() else {
+        eprintln!("skipped: this machine completes handshakes on a full accept queue");
+        return;
+    };
+    let lb = start_balancer_on(&[stuck.addr], &["--connect-timeout", "300ms"]);
+    let mut c = Client::connect(lb.addr);
+    let r = c.get("/");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_short_plain_text_without(&r, &[stuck.addr]);
+}
+
+#[test]
+fn full_queue_gets_503_with_retry_after() {
+    let backend = Backend::held("done");
+    let lb = start_balancer(&[&backend], &["--workers", "1", "--queue", "1"]);
+    const GET: &str = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+
+    // The only worker takes the first request and waits on the backend.
+    let mut first = Client::connect(lb.addr);
+    first.send(GET);
+    wait_until("the backend to hold the first request", || backend.heads() == 1);
+
+    // Three more: one fits in the queue, two get 503 while the backend still holds.
+    let released = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    for _ in 0..3 {
+        let (tx, released, addr) = (tx.clone(), released.clone(), lb.addr);
+        thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            c.send(GET);
+            let r = c.try_response(false);
+            let before_release = !released.load(Ordering::SeqCst);
+            let _ = tx.send((r, before_release));
+        });
+    }
+    for _ in 0..2 {
+        let (r, before_release) = rx.recv_timeout(PATIENCE).expect("an answer while every worker is busy");
+        let r = r.expect("read").expect("a response, not a closed connection");
+        assert!(before_release);
+        assert_eq!(r.status, 503, "{r:?}");
+        assert!(r.header("retry-after").is_some(), "no Retry-After: {r:?}");
+    }
+    released.store(true, Ordering::SeqCst);
+    backend.release();
+    assert_eq!(first.response().status, 200);
+    let (r, _) = rx.recv_timeout(PATIENCE).expect("the queued request to be served");
+    let r = r.expect("read").expect("a response");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "done"));
+    assert_eq!(backend.count(), 2);
+}

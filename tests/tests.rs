@@ -1,0 +1,22 @@
+//! The integration tests: one binary, real sockets on 127.0.0.1 port 0.
+//!
+//! Each module is one group of claims from the README; each test is named after its
+//! claim and fails if that claim breaks. The modules live in `tests/it/` so that cargo
+//! builds this file as the only test target.
+
+mod support;
+
+#[path = "it/proxying.rs"]
+mod proxying;
+
+#[path = "it/streaming.rs"]
+mod streaming;
+
+#[path = "it/failures.rs"]
+mod failures;
+
+#[path = "it/front_door.rs"]
+mod front_door;
+
+#[path = "it/cli.rs"]
+mod cli;
