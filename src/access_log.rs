@@ -111,10 +111,18 @@ fn text(v: Option<&HeaderValue>) -> Option<&str> {
 /// The Common Log Format time, `25/Nov/2026:18:22:51 +0000`, rearranged from humantime's
 /// RFC 3339 text `2026-11-25T18:22:51Z` (UTC; we do not read the local time zone).
 fn clf_time(t: SystemTime) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let s = humantime::format_rfc3339_seconds(t).to_string();
     let month = s[5..7].parse::<usize>().unwrap_or(1);
-    format!("{}/{}/{}:{} +0000", &s[8..10], MONTHS[month - 1], &s[0..4], &s[11..19])
+    format!(
+        "{}/{}/{}:{} +0000",
+        &s[8..10],
+        MONTHS[month - 1],
+        &s[0..4],
+        &s[11..19]
+    )
 }
 
 #[cfg(test)]
@@ -125,7 +133,10 @@ mod tests {
     #[test]
     fn clf_time_reads_like_nginx() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_631_371);
-        assert_eq!(humantime::format_rfc3339_seconds(t).to_string(), "2026-11-25T18:29:31Z");
+        assert_eq!(
+            humantime::format_rfc3339_seconds(t).to_string(),
+            "2026-11-25T18:29:31Z"
+        );
         assert_eq!(clf_time(t), "25/Nov/2026:18:29:31 +0000");
     }
 }

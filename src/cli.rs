@@ -76,7 +76,12 @@ pub fn parse(args: &[&str]) -> Result<Args, Exit> {
         },
         // argh adds a second line pointing at --help; one line naming the flag is enough.
         Err(()) => Exit {
-            text: early.output.lines().next().unwrap_or("bad arguments").to_owned(),
+            text: early
+                .output
+                .lines()
+                .next()
+                .unwrap_or("bad arguments")
+                .to_owned(),
             code: 2,
         },
     })

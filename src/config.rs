@@ -91,7 +91,11 @@ impl Config {
             default_backends,
             strategy: match args.strategy.as_str() {
                 "round-robin" => Strategy::RoundRobin,
-                other => return Err(format!("--strategy: unknown strategy '{other}' (known: round-robin)")),
+                other => {
+                    return Err(format!(
+                        "--strategy: unknown strategy '{other}' (known: round-robin)"
+                    ));
+                }
             },
             workers: nonzero("--workers", args.workers)?,
             queue: nonzero("--queue", args.queue)?,
@@ -109,7 +113,11 @@ impl Config {
                 "combined" => LogFormat::Combined,
                 "json" => LogFormat::Json,
                 "off" => LogFormat::Off,
-                other => return Err(format!("--log: unknown format '{other}' (known: seed, combined, json, off)")),
+                other => {
+                    return Err(format!(
+                        "--log: unknown format '{other}' (known: seed, combined, json, off)"
+                    ));
+                }
             },
         })
     }
@@ -125,7 +133,9 @@ fn duration(flag: &str, s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err(format!("{flag}: '{s}' must be longer than zero")),
         Ok(d) => Ok(d),
-        Err(_) => Err(format!("{flag}: '{s}' is not a duration (examples: 500ms, 2s, 1m)")),
+        Err(_) => Err(format!(
+            "{flag}: '{s}' is not a duration (examples: 500ms, 2s, 1m)"
+        )),
     }
 }
 
@@ -134,7 +144,9 @@ fn resolve(s: &str) -> Result<SocketAddr, String> {
     let mut addrs = s
         .to_socket_addrs()
         .map_err(|_| format!("'{s}' is not host:port"))?;
-    addrs.next().ok_or_else(|| format!("'{s}' resolves to no address"))
+    addrs
+        .next()
+        .ok_or_else(|| format!("'{s}' resolves to no address"))
 }
 
 /// `host:port` or `http://host:port`, optionally followed by `,weight=N`.
@@ -155,9 +167,15 @@ fn parse_backend(s: &str) -> Result<BackendSpec, String> {
                     .parse::<NonZeroU32>()
                     .ok()
                     .filter(|w| w.get() <= 1000)
-                    .ok_or_else(|| format!("'{s}': weight must be a whole number from 1 to 1000"))?;
+                    .ok_or_else(|| {
+                        format!("'{s}': weight must be a whole number from 1 to 1000")
+                    })?;
             }
-            _ => return Err(format!("'{s}': unknown option '{option}' (known: weight=N)")),
+            _ => {
+                return Err(format!(
+                    "'{s}': unknown option '{option}' (known: weight=N)"
+                ));
+            }
         }
     }
     Ok(BackendSpec { addr, weight })
@@ -208,7 +226,10 @@ mod tests {
 
     #[test]
     fn durations_and_sizes() {
-        assert_eq!(duration("--x", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            duration("--x", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
         assert_eq!(duration("--x", "1m").unwrap(), Duration::from_secs(60));
         assert!(duration("--x", "5x").unwrap_err().contains("--x: '5x'"));
         assert!(duration("--x", "0s").is_err());

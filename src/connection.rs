@@ -31,7 +31,12 @@ pub struct Client {
 impl Client {
     /// Sets the socket up once for its whole life: no Nagle delay on small answers, and
     /// constant read and write timeouts (changing them per request would cost syscalls).
-    pub fn new(stream: TcpStream, peer: SocketAddr, slot: Slot, client_timeout: Duration) -> Client {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: Slot,
+        client_timeout: Duration,
+    ) -> Client {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_read_timeout(Some(client_timeout));
         let _ = stream.set_write_timeout(Some(client_timeout));
@@ -60,7 +65,14 @@ pub fn serve(shared: &Shared, scratch: &mut Scratch, mut client: Client) {
             Err(err) => {
                 // After a bad head the rest of the stream cannot be trusted: answer, close.
                 if let Some(status) = err.status() {
-                    let _ = write_error(client.conn.stream_mut(), &mut scratch.out, status, err.client_text(), &[], false);
+                    let _ = write_error(
+                        client.conn.stream_mut(),
+                        &mut scratch.out,
+                        status,
+                        err.client_text(),
+                        &[],
+                        false,
+                    );
                 }
                 return;
             }
@@ -89,7 +101,14 @@ pub fn turn_away(mut client: Client) {
     while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
     let mut out = Vec::new();
     let status = err.status().unwrap_or(503);
-    let _ = write_error(stream, &mut out, status, err.client_text(), &[("Retry-After", "1")], false);
+    let _ = write_error(
+        stream,
+        &mut out,
+        status,
+        err.client_text(),
+        &[("Retry-After", "1")],
+        false,
+    );
     let _ = stream.shutdown(Shutdown::Write);
 }
 

@@ -83,18 +83,27 @@ mod tests {
     fn map(fields: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in fields {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
 
     fn pairs(h: &HeaderMap) -> Vec<(String, String)> {
-        h.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned())).collect()
+        h.iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect()
     }
 
     #[test]
     fn drops_fields_named_in_connection() {
-        let mut h = map(&[("Connection", "close, X-Trace"), ("X-Trace", "1"), ("Accept", "*/*")]);
+        let mut h = map(&[
+            ("Connection", "close, X-Trace"),
+            ("X-Trace", "1"),
+            ("Accept", "*/*"),
+        ]);
         strip_hop_by_hop(&mut h);
         assert_eq!(pairs(&h), [("accept".into(), "*/*".into())]);
     }
@@ -114,7 +123,13 @@ mod tests {
             ("Set-Cookie", "b=2"),
         ]);
         strip_hop_by_hop(&mut h);
-        assert_eq!(pairs(&h), [("set-cookie".into(), "a=1".into()), ("set-cookie".into(), "b=2".into())]);
+        assert_eq!(
+            pairs(&h),
+            [
+                ("set-cookie".into(), "a=1".into()),
+                ("set-cookie".into(), "b=2".into())
+            ]
+        );
     }
 
     #[test]
@@ -141,7 +156,10 @@ mod tests {
 
     #[test]
     fn forwarded_for_named_in_connection_is_replaced() {
-        let mut h = map(&[("Connection", "X-Forwarded-For"), ("X-Forwarded-For", "6.6.6.6")]);
+        let mut h = map(&[
+            ("Connection", "X-Forwarded-For"),
+            ("X-Forwarded-For", "6.6.6.6"),
+        ]);
         to_upstream(&mut h, "::1".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "::1");
         assert!(h.get("x-forwarded-host").is_none());

@@ -52,7 +52,11 @@ impl Limit {
 
 /// Accepts forever on the calling thread, handing each connection and its slot to
 /// `on_accept`.
-pub fn run(listener: TcpListener, max: usize, mut on_accept: impl FnMut(TcpStream, SocketAddr, Slot)) {
+pub fn run(
+    listener: TcpListener,
+    max: usize,
+    mut on_accept: impl FnMut(TcpStream, SocketAddr, Slot),
+) {
     let limit = Arc::new(Limit {
         open: AtomicUsize::new(0),
         max,
@@ -74,7 +78,10 @@ pub fn run(listener: TcpListener, max: usize, mut on_accept: impl FnMut(TcpStrea
                 // Out of file descriptors or memory: say so (at most once a second), give
                 // the others a moment to close connections, and go on accepting.
                 if last_complaint.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    eprintln!("roundhouse: accept failed: {err} ({} connections open); retrying", limit.open());
+                    eprintln!(
+                        "roundhouse: accept failed: {err} ({} connections open); retrying",
+                        limit.open()
+                    );
                     last_complaint = Some(Instant::now());
                 }
                 thread::sleep(Duration::from_millis(10));
@@ -86,5 +93,8 @@ pub fn run(listener: TcpListener, max: usize, mut on_accept: impl FnMut(TcpStrea
 /// Errors about one connection that died in the backlog, not about the listener.
 fn is_transient(err: &io::Error) -> bool {
     use io::ErrorKind::*;
-    matches!(err.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock)
+    matches!(
+        err.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    )
 }

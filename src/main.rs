@@ -8,9 +8,10 @@ use roundhouse::{Config, cli};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let config = match cli::parse(&args).map_err(|exit| (exit.text, exit.code)).and_then(|args| {
-        Config::from_cli(args).map_err(|msg| (msg, 2))
-    }) {
+    let config = match cli::parse(&args)
+        .map_err(|exit| (exit.text, exit.code))
+        .and_then(|args| Config::from_cli(args).map_err(|msg| (msg, 2)))
+    {
         Ok(config) => config,
         Err((text, 0)) => {
             print!("{text}");
@@ -21,10 +22,14 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    let backends: Vec<String> = config.backends.iter().map(|b| match b.weight.get() {
-        1 => b.addr.to_string(),
-        w => format!("{} (weight {w})", b.addr),
-    }).collect();
+    let backends: Vec<String> = config
+        .backends
+        .iter()
+        .map(|b| match b.weight.get() {
+            1 => b.addr.to_string(),
+            w => format!("{} (weight {w})", b.addr),
+        })
+        .collect();
     let running = match roundhouse::start(config.clone()) {
         Ok(running) => running,
         Err(err) => {
@@ -37,7 +42,11 @@ fn main() -> ExitCode {
         running.local_addr(),
         config.strategy.name(),
         backends.join(", "),
-        if config.default_backends { " (the default backends; use --backend to choose)" } else { "" },
+        if config.default_backends {
+            " (the default backends; use --backend to choose)"
+        } else {
+            ""
+        },
     );
     running.wait();
     ExitCode::SUCCESS

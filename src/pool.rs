@@ -35,7 +35,9 @@ where
                     for job in jobs {
                         // The job (and so its connection) is dropped while unwinding.
                         if panic::catch_unwind(AssertUnwindSafe(|| handle(job))).is_err() {
-                            eprintln!("worker-{id}: a request handler panicked; its connection was closed");
+                            eprintln!(
+                                "worker-{id}: a request handler panicked; its connection was closed"
+                            );
                         }
                     }
                 })

@@ -14,7 +14,9 @@ use crate::access_log::{AccessLog, Entry};
 use crate::balancer::Balancer;
 use crate::error::ProxyError;
 use crate::headers;
-use crate::http1::{BodyReader, ClientConn, Framing, RequestHead, ResponseBody, Version, write_error, write_head};
+use crate::http1::{
+    BodyReader, ClientConn, Framing, RequestHead, ResponseBody, Version, write_error, write_head,
+};
 use crate::upstream::{Reply, RequestBody};
 
 /// What one request needs that outlives it: the backends and the request-level settings.
@@ -50,7 +52,12 @@ pub enum Next {
 
 /// Proxies one client request and answers it, whatever happens: with the backend's
 /// answer, or with one short error. Returns whether the connection may be reused.
-pub fn handle(proxy: &Proxy, conn: &mut ClientConn, head: RequestHead, scratch: &mut Scratch) -> Next {
+pub fn handle(
+    proxy: &Proxy,
+    conn: &mut ClientConn,
+    head: RequestHead,
+    scratch: &mut Scratch,
+) -> Next {
     let started = Instant::now();
     let RequestHead {
         method,
@@ -62,7 +69,10 @@ pub fn handle(proxy: &Proxy, conn: &mut ClientConn, head: RequestHead, scratch: 
         expect_continue,
     } = head;
     let (referer, user_agent) = if proxy.log.wants_client_fields() {
-        (headers.get(header::REFERER).cloned(), headers.get(header::USER_AGENT).cloned())
+        (
+            headers.get(header::REFERER).cloned(),
+            headers.get(header::USER_AGENT).cloned(),
+        )
     } else {
         (None, None)
     };
@@ -82,7 +92,15 @@ pub fn handle(proxy: &Proxy, conn: &mut ClientConn, head: RequestHead, scratch: 
     let outcome = origin_form(&target, &mut headers).and_then(|path| {
         headers::to_upstream(&mut headers, entry.peer.ip());
         let mut body = conn.body(framing, expect_continue, proxy.max_body);
-        let forwarded = forward(proxy, &method, path, headers, framing, &mut body, &mut entry.backend);
+        let forwarded = forward(
+            proxy,
+            &method,
+            path,
+            headers,
+            framing,
+            &mut body,
+            &mut entry.backend,
+        );
         // A body the client broke off is the client's fault, whatever ureq made of it.
         match body.failure() {
             Some(client_fault) => Err((client_fault, Next::Close)),
@@ -99,7 +117,14 @@ pub fn handle(proxy: &Proxy, conn: &mut ClientConn, head: RequestHead, scratch: 
         Err((err, next)) => return answer_error(proxy, conn, scratch, err, next, entry),
     };
 
-    let next = match relay(conn, scratch, version, method == Method::HEAD, reply, reusable) {
+    let next = match relay(
+        conn,
+        scratch,
+        version,
+        method == Method::HEAD,
+        reply,
+        reusable,
+    ) {
         Ok(relayed) => {
             entry.status = relayed.status;
             entry.bytes = relayed.bytes;
@@ -139,13 +164,22 @@ fn forward(
         let upstream = &backend.upstream;
         *tried = Some(upstream.addr());
         // ureq consumes the headers: keep a copy while another attempt may follow.
-        let attempt_headers = if i + 1 == count { headers.take() } else { headers.clone() };
+        let attempt_headers = if i + 1 == count {
+            headers.take()
+        } else {
+            headers.clone()
+        };
         let request_body = match framing {
             Framing::None => RequestBody::Empty,
             Framing::Length(len) => RequestBody::Sized(len, body as &mut dyn Read),
             Framing::Chunked => RequestBody::Chunked(body as &mut dyn Read),
         };
-        match upstream.send(method, target, attempt_headers.unwrap_or_default(), request_body) {
+        match upstream.send(
+            method,
+            target,
+            attempt_headers.unwrap_or_default(),
+            request_body,
+        ) {
             Ok(reply) => return Ok(reply),
             Err(err @ ProxyError::Connect { .. }) => {
                 if i + 1 < count {
@@ -153,7 +187,9 @@ fn forward(
                 }
                 last = err;
             }
-            Err(err @ ProxyError::Reset { .. }) if !resent && framing == Framing::None && idempotent(method) => {
+            Err(err @ ProxyError::Reset { .. })
+                if !resent && framing == Framing::None && idempotent(method) =>
+            {
                 resent = true;
                 last = err;
             }
@@ -175,23 +211,33 @@ fn idempotent(method: &Method) -> bool {
 /// RFC 9112 §3.2.2) is reduced to origin-form, and its authority replaces `Host`. The
 /// asterisk form (`OPTIONS *`) asks about the server itself, which a balancer cannot
 /// answer for its backends.
-fn origin_form<'t>(target: &'t str, headers: &mut HeaderMap) -> Result<&'t str, (ProxyError, Next)> {
+fn origin_form<'t>(
+    target: &'t str,
+    headers: &mut HeaderMap,
+) -> Result<&'t str, (ProxyError, Next)> {
     if target.starts_with('/') {
         return Ok(target);
     }
     if target == "*" {
-        return Err((ProxyError::NotImplemented("OPTIONS * is not supported"), Next::KeepAlive));
+        return Err((
+            ProxyError::NotImplemented("OPTIONS * is not supported"),
+            Next::KeepAlive,
+        ));
     }
     let bad = || (ProxyError::BadRequest("bad request target"), Next::Close);
     let uri: Uri = target.parse().map_err(|_| bad())?;
     let authority = uri.authority().ok_or_else(bad)?;
-    if !matches!(uri.scheme_str(), Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")) {
+    if !matches!(uri.scheme_str(), Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+    {
         return Err(bad());
     }
     let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
     headers.insert(header::HOST, host);
     // The path starts right after the authority, byte for byte as the client sent it.
-    let start = target.find("://").map(|i| i + 3 + authority.as_str().len()).ok_or_else(bad)?;
+    let start = target
+        .find("://")
+        .map(|i| i + 3 + authority.as_str().len())
+        .ok_or_else(bad)?;
     Ok(match &target[start..] {
         "" => "/",
         rest if rest.starts_with('/') => rest,
@@ -241,7 +287,16 @@ fn relay(
     };
 
     let Scratch { out, copy } = scratch;
-    let mut writer = write_head(conn.stream_mut(), out, version, status, &headers, kind, head_len, keep_alive);
+    let mut writer = write_head(
+        conn.stream_mut(),
+        out,
+        version,
+        status,
+        &headers,
+        kind,
+        head_len,
+        keep_alive,
+    );
     let client_gone = |bytes, err: io::Error| Broken {
         status,
         bytes,
@@ -265,13 +320,23 @@ fn relay(
                     });
                 }
             };
-            writer.write_all(&copy[..n]).map_err(|e| client_gone(bytes, e))?;
+            writer
+                .write_all(&copy[..n])
+                .map_err(|e| client_gone(bytes, e))?;
             bytes += n as u64;
         }
     }
-    let next = if writer.keep_alive() { Next::KeepAlive } else { Next::Close };
+    let next = if writer.keep_alive() {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    };
     writer.finish().map_err(|e| client_gone(bytes, e))?;
-    Ok(Relayed { status, bytes, next })
+    Ok(Relayed {
+        status,
+        bytes,
+        next,
+    })
 }
 
 /// Answers a request that could not be proxied with its one status and a short text,
@@ -289,7 +354,14 @@ fn answer_error(
         return Next::Close;
     };
     let keep_alive = next == Next::KeepAlive;
-    let written = write_error(conn.stream_mut(), &mut scratch.out, status, err.client_text(), &[], keep_alive);
+    let written = write_error(
+        conn.stream_mut(),
+        &mut scratch.out,
+        status,
+        err.client_text(),
+        &[],
+        keep_alive,
+    );
     entry.status = status;
     proxy.log.write(&entry, Some(&err));
     match written {
@@ -306,7 +378,10 @@ mod tests {
     fn absolute_form_becomes_origin_form_and_sets_host() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("wrong"));
-        assert_eq!(origin_form("http://shop.example:8080/a%2Fb?q=1", &mut h).ok(), Some("/a%2Fb?q=1"));
+        assert_eq!(
+            origin_form("http://shop.example:8080/a%2Fb?q=1", &mut h).ok(),
+            Some("/a%2Fb?q=1")
+        );
         assert_eq!(h[header::HOST], "shop.example:8080");
         assert_eq!(origin_form("HTTP://shop.example", &mut h).ok(), Some("/"));
     }
@@ -314,15 +389,27 @@ mod tests {
     #[test]
     fn origin_form_passes_untouched() {
         let mut h = HeaderMap::new();
-        assert_eq!(origin_form("//a//b?x=%20", &mut h).ok(), Some("//a//b?x=%20"));
+        assert_eq!(
+            origin_form("//a//b?x=%20", &mut h).ok(),
+            Some("//a//b?x=%20")
+        );
         assert!(h.is_empty());
     }
 
     #[test]
     fn odd_targets_are_refused() {
         let mut h = HeaderMap::new();
-        assert!(matches!(origin_form("*", &mut h), Err((ProxyError::NotImplemented(_), _))));
-        assert!(matches!(origin_form("ftp://x/y", &mut h), Err((ProxyError::BadRequest(_), _))));
-        assert!(matches!(origin_form("example.com:80", &mut h), Err((ProxyError::BadRequest(_), _))));
+        assert!(matches!(
+            origin_form("*", &mut h),
+            Err((ProxyError::NotImplemented(_), _))
+        ));
+        assert!(matches!(
+            origin_form("ftp://x/y", &mut h),
+            Err((ProxyError::BadRequest(_), _))
+        ));
+        assert!(matches!(
+            origin_form("example.com:80", &mut h),
+            Err((ProxyError::BadRequest(_), _))
+        ));
     }
 }

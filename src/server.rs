@@ -60,7 +60,8 @@ pub fn start(config: Config) -> io::Result<Running> {
 
     // Connections with a request ready, waiting for a worker.
     let (ready_tx, ready_rx) = bounded::<Client>(config.queue.get());
-    let waiting_room = WaitingRoom::start(ready_tx.clone(), config.idle_timeout, connection::turn_away)?;
+    let waiting_room =
+        WaitingRoom::start(ready_tx.clone(), config.idle_timeout, connection::turn_away)?;
     let shared = Arc::new(Shared {
         proxy,
         waiting_room,
@@ -74,17 +75,24 @@ pub fn start(config: Config) -> io::Result<Running> {
 
     let client_timeout = config.client_timeout;
     let max_connections = config.max_connections.get();
-    let acceptor = thread::Builder::new().name("acceptor".into()).spawn(move || {
-        listener::run(listener, max_connections, |stream, peer, slot| {
-            let client = Client::new(stream, peer, slot, client_timeout);
-            match ready_tx.try_send(client) {
-                Ok(()) => {}
-                // Every worker busy and the queue full: a quick 503 beats a client timeout.
-                Err(TrySendError::Full(client) | TrySendError::Disconnected(client)) => connection::turn_away(client),
-            }
-        })
-    })?;
-    Ok(Running { local_addr, acceptor })
+    let acceptor = thread::Builder::new()
+        .name("acceptor".into())
+        .spawn(move || {
+            listener::run(listener, max_connections, |stream, peer, slot| {
+                let client = Client::new(stream, peer, slot, client_timeout);
+                match ready_tx.try_send(client) {
+                    Ok(()) => {}
+                    // Every worker busy and the queue full: a quick 503 beats a client timeout.
+                    Err(TrySendError::Full(client) | TrySendError::Disconnected(client)) => {
+                        connection::turn_away(client)
+                    }
+                }
+            })
+        })?;
+    Ok(Running {
+        local_addr,
+        acceptor,
+    })
 }
 
 /// Each client connection is one descriptor and each pooled backend connection another;
@@ -93,7 +101,8 @@ pub fn start(config: Config) -> io::Result<Running> {
 /// (EMFILE) are logged and survived by the listener.
 fn raise_open_files_limit(config: &Config) {
     use rustix::process::{Resource, getrlimit, setrlimit};
-    let wanted = (config.max_connections.get() + config.workers.get() * config.backends.len() + 64) as u64;
+    let wanted =
+        (config.max_connections.get() + config.workers.get() * config.backends.len() + 64) as u64;
     let mut limit = getrlimit(Resource::Nofile);
     let current = limit.current.unwrap_or(u64::MAX);
     if current >= wanted {

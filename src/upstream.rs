@@ -10,6 +10,7 @@ use std::time::Duration;
 use ureq::http::{HeaderMap, HeaderValue, Method, Request, Uri, Version, header};
 use ureq::{Agent, AsSendBody, Body, SendBody};
 
+use crate::config::MAX_HEAD;
 use crate::error::ProxyError;
 
 /// How a request body reaches the backend.
@@ -87,9 +88,11 @@ impl Upstream {
             // Backends close idle connections too (nginx after 75 s, Node after 5 s); a
             // pooled connection closed under us fails the request that reuses it.
             .max_idle_age(Duration::from_secs(4))
-            // 128 KiB each by default, per pooled connection.
+            // 128 KiB each by default, per pooled connection. The request head must fit
+            // whole in the output buffer: the largest head we accept, plus the
+            // X-Forwarded fields we add (Host is bounded, so X-Forwarded-Host is too).
             .input_buffer_size(16 * 1024)
-            .output_buffer_size(16 * 1024)
+            .output_buffer_size(MAX_HEAD + 4 * 1024)
             .build();
         Upstream {
             addr,
@@ -122,7 +125,10 @@ impl Upstream {
                 self.exchange(method, uri, headers, SendBody::from_reader(reader))
             }
             RequestBody::Chunked(reader) => {
-                headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+                headers.insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
                 self.exchange(method, uri, headers, SendBody::from_reader(reader))
             }
         }
@@ -195,5 +201,8 @@ fn never_left(e: &io::Error) -> bool {
 
 fn closed_early(e: &io::Error) -> bool {
     use io::ErrorKind::*;
-    matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
 }

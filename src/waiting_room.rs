@@ -123,7 +123,8 @@ impl Room {
             return;
         }
         entry.insert(Parked { client, seq });
-        self.expiry.push_back((Instant::now() + self.idle_timeout, key, seq));
+        self.expiry
+            .push_back((Instant::now() + self.idle_timeout, key, seq));
     }
 
     /// Closes the connections that stayed idle past their deadline.

@@ -44,7 +44,8 @@ fn smooth_schedule(weights: &[u32]) -> Vec<u32> {
                 *c += w;
             }
             // Ties go to the lower index: equal weights alternate a, b, a, b.
-            let best = (0..credit.len()).fold(0, |best, i| if credit[i] > credit[best] { i } else { best });
+            let best = (0..credit.len())
+                .fold(0, |best, i| if credit[i] > credit[best] { i } else { best });
             credit[best] -= total;
             best as u32
         })

@@ -5,7 +5,7 @@
 //! as the body to forward. It never reports a short body as complete: an upstream
 //! client that trusts Content-Length would otherwise wait, or spin, forever.
 
-use super::conn::{gone, is_timeout, ClientConn};
+use super::conn::{ClientConn, gone, is_timeout};
 use super::request::Framing;
 use crate::error::ProxyError;
 use std::io::{self, Read, Write};
@@ -54,7 +54,10 @@ impl<'a> BodyReader<'a> {
         BodyReader {
             conn,
             framing,
-            left: if let Framing::Length(n) = framing { n } else { 0 },
+            left: match framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
             dechunker: Dechunker::new(),
             send_continue: expect_continue && !finished,
             max_body,
@@ -79,7 +82,9 @@ impl<'a> BodyReader<'a> {
         if self.max_body.is_some_and(|max| self.left > max) {
             return Err(ProxyError::BodyTooLarge);
         }
-        let want = out.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = out
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let buffered = self.conn.buffered();
         let n = if buffered.is_empty() {
             self.continue_once()?;
@@ -109,18 +114,24 @@ impl<'a> BodyReader<'a> {
                 let (used, n) = self.dechunker.decode(self.conn.buffered(), out)?;
                 self.conn.consume(used);
                 if n > 0 {
-                    return self.count(n);
+                    self.count(n)?;
                 }
                 if self.dechunker.is_done() {
+                    // The last data may have come with the end: never wait for more.
                     self.end();
-                    return Ok(0);
+                    return Ok(n);
+                }
+                if n > 0 {
+                    return Ok(n);
                 }
                 // Every buffered byte was framing: read more.
             }
             self.continue_once()?;
             let data_left = self.dechunker.data_left();
             if data_left >= DIRECT_READ {
-                let want = out.len().min(usize::try_from(data_left).unwrap_or(usize::MAX));
+                let want = out
+                    .len()
+                    .min(usize::try_from(data_left).unwrap_or(usize::MAX));
                 match self.conn.read_direct(&mut out[..want]) {
                     Ok(0) => return Err(gone("client closed in the middle of a request body")),
                     Ok(n) => {
@@ -151,7 +162,9 @@ impl<'a> BodyReader<'a> {
         if self.send_continue {
             self.send_continue = false;
             let stream = self.conn.stream_mut();
-            stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(ProxyError::ClientGone)?;
+            stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .map_err(ProxyError::ClientGone)?;
         }
         Ok(())
     }
@@ -204,13 +217,22 @@ fn socket_error(err: io::Error) -> ProxyError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Hex digits of a chunk size: the value so far and how many digits.
-    Size { value: u64, digits: u8 },
+    Size {
+        value: u64,
+        digits: u8,
+    },
     /// Whitespace after the size, before a `;`.
-    SizeSpace { value: u64 },
+    SizeSpace {
+        value: u64,
+    },
     /// Chunk extensions, up to the CR; their content is not interpreted.
-    Ext { value: u64 },
+    Ext {
+        value: u64,
+    },
     /// The LF ending a size line.
-    SizeLf { value: u64 },
+    SizeLf {
+        value: u64,
+    },
     /// Chunk data, this many bytes left.
     Data(u64),
     /// The CR, then the LF, after chunk data.
@@ -237,7 +259,13 @@ pub(crate) struct Dechunker {
 
 impl Dechunker {
     pub(crate) fn new() -> Dechunker {
-        Dechunker { state: State::Size { value: 0, digits: 0 }, line: 0 }
+        Dechunker {
+            state: State::Size {
+                value: 0,
+                digits: 0,
+            },
+            line: 0,
+        }
     }
 
     /// The last chunk and the trailers have been consumed.
@@ -258,7 +286,11 @@ impl Dechunker {
     pub(crate) fn skip_data(&mut self, n: u64) {
         let left = self.data_left();
         debug_assert!(n <= left);
-        self.state = if n >= left { State::DataCr } else { State::Data(left - n) };
+        self.state = if n >= left {
+            State::DataCr
+        } else {
+            State::Data(left - n)
+        };
     }
 
     /// Decodes from `input`, copying chunk data into `out`. Returns (bytes of `input`
@@ -295,7 +327,10 @@ impl Dechunker {
     /// Advances over one framing byte.
     fn step(&mut self, b: u8) -> Result<(), ProxyError> {
         use State::*;
-        if matches!(self.state, Size { .. } | SizeSpace { .. } | Ext { .. } | SizeLf { .. }) {
+        if matches!(
+            self.state,
+            Size { .. } | SizeSpace { .. } | Ext { .. } | SizeLf { .. }
+        ) {
             self.line += 1;
             if self.line > MAX_SIZE_LINE {
                 return Err(BAD_CHUNK);
@@ -312,7 +347,10 @@ impl Dechunker {
                     return Err(BAD_CHUNK); // would overflow a u64
                 }
                 let digit = (b as char).to_digit(16).unwrap_or(0);
-                Size { value: value << 4 | u64::from(digit), digits: digits + 1 }
+                Size {
+                    value: value << 4 | u64::from(digit),
+                    digits: digits + 1,
+                }
             }
             (Size { digits: 0, .. }, _) => return Err(BAD_CHUNK),
             (Size { value, .. } | SizeSpace { value }, b' ' | b'\t') => SizeSpace { value },
@@ -327,7 +365,10 @@ impl Dechunker {
             (DataCr, b'\r') => DataLf,
             (DataLf, b'\n') => {
                 self.line = 0;
-                Size { value: 0, digits: 0 }
+                Size {
+                    value: 0,
+                    digits: 0,
+                }
             }
             (LineStart, b'\r') => LastLf,
             (LineStart, _) if is_tchar(b) => Trailer,
@@ -362,7 +403,8 @@ mod tests {
     }
 
     fn chunked(body: &str) -> Vec<u8> {
-        format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}").into_bytes()
+        format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}")
+            .into_bytes()
     }
 
     /// Reads to the end; on failure returns the io error kind and the remembered failure.
@@ -409,7 +451,10 @@ mod tests {
     fn length_body_stops_at_its_end() {
         let (_client, mut conn, framing, _) =
             posted(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nokGET / HTTP/1.1\r\n");
-        assert_eq!(read_all(&mut conn.body(framing, false, None)).unwrap(), b"ok");
+        assert_eq!(
+            read_all(&mut conn.body(framing, false, None)).unwrap(),
+            b"ok"
+        );
         assert_eq!(conn.buffered(), b"GET / HTTP/1.1\r\n");
     }
 
@@ -422,7 +467,10 @@ mod tests {
         let (kind, failure) = read_all(&mut body).unwrap_err();
         assert_eq!(kind, io::ErrorKind::UnexpectedEof);
         assert!(matches!(failure, ProxyError::ClientGone(_)));
-        assert!(body.read(&mut [0; 8]).is_err(), "never Ok(0) after a failure");
+        assert!(
+            body.read(&mut [0; 8]).is_err(),
+            "never Ok(0) after a failure"
+        );
         assert!(!body.is_finished());
     }
 
@@ -446,7 +494,9 @@ mod tests {
     fn a_body_timeout_is_client_timeout() {
         let (_client, mut conn, framing, _) =
             posted(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n");
-        conn.stream().set_read_timeout(Some(std::time::Duration::from_millis(50))).unwrap();
+        conn.stream()
+            .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
         let (kind, failure) = read_all(&mut conn.body(framing, false, None)).unwrap_err();
         assert_eq!(kind, io::ErrorKind::TimedOut);
         assert!(matches!(failure, ProxyError::ClientTimeout));
@@ -492,7 +542,10 @@ mod tests {
         let (mut client, mut conn, framing, expect) = posted(
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi",
         );
-        assert_eq!(read_all(&mut conn.body(framing, expect, None)).unwrap(), b"hi");
+        assert_eq!(
+            read_all(&mut conn.body(framing, expect, None)).unwrap(),
+            b"hi"
+        );
         conn.stream_mut().write_all(b"answer").unwrap();
         drop(conn);
         let mut seen = Vec::new();
@@ -518,21 +571,47 @@ mod tests {
     fn chunked_body_over_a_socket_with_trailers_then_the_next_request() {
         let (mut client, mut conn, framing, _) = posted(&chunked("5;ext=1\r\nhello\r\n"));
         let big = "x".repeat(20_000);
-        let rest = format!("{:x}\r\n{big}\r\n0\r\nX-Trailer: t\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n", big.len());
+        let rest = format!(
+            "{:x}\r\n{big}\r\n0\r\nX-Trailer: t\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n",
+            big.len()
+        );
         client.write_all(rest.as_bytes()).unwrap();
         let mut body = conn.body(framing, false, Some(20_005));
-        assert_eq!(read_all(&mut body).unwrap(), format!("hello{big}").as_bytes());
+        assert_eq!(
+            read_all(&mut body).unwrap(),
+            format!("hello{big}").as_bytes()
+        );
         assert!(body.is_finished());
         assert_eq!(conn.read_head(later()).unwrap().unwrap().target, "/next");
     }
 
     #[test]
+    fn chunked_body_ending_with_the_stream_quiet_is_complete() {
+        // The client sends nothing more and keeps the socket open: the read that
+        // returns the last data must not be followed by a wait.
+        let (_client, mut conn, framing, _) = posted(&chunked("3\r\nabc\r\n0\r\n\r\n"));
+        let mut body = conn.body(framing, false, None);
+        let mut out = [0; 16];
+        assert_eq!(body.read(&mut out).unwrap(), 3);
+        assert!(body.is_finished());
+        assert_eq!(body.read(&mut out).unwrap(), 0);
+        assert!(!conn.has_buffered());
+    }
+
+    #[test]
     fn chunked_body_failures() {
-        let cases: [(&str, fn(&ProxyError) -> bool); 4] = [
-            ("zz\r\n", |e| matches!(e, ProxyError::BadRequest("bad chunked body"))),
-            ("5\r\nhelloX\r\n", |e| matches!(e, ProxyError::BadRequest("bad chunked body"))),
+        type Check = fn(&ProxyError) -> bool;
+        let cases: [(&str, Check); 4] = [
+            ("zz\r\n", |e| {
+                matches!(e, ProxyError::BadRequest("bad chunked body"))
+            }),
+            ("5\r\nhelloX\r\n", |e| {
+                matches!(e, ProxyError::BadRequest("bad chunked body"))
+            }),
             ("5\r\nhel", |e| matches!(e, ProxyError::ClientGone(_))),
-            ("8\r\n12345678\r\n0\r\n\r\n", |e| matches!(e, ProxyError::BodyTooLarge)),
+            ("8\r\n12345678\r\n0\r\n\r\n", |e| {
+                matches!(e, ProxyError::BodyTooLarge)
+            }),
         ];
         for (body, expected) in cases {
             let (client, mut conn, framing, _) = posted(&chunked(body));
@@ -546,43 +625,66 @@ mod tests {
     fn dechunker_accepts_what_the_rfc_allows() {
         assert_eq!(dechunk(b"0\r\n\r\n").unwrap(), (vec![], 5));
         assert_eq!(dechunk(b"3\r\nabc\r\n0\r\n\r\n").unwrap().0, b"abc");
-        assert_eq!(dechunk(b"A\r\n0123456789\r\n0\r\n\r\n").unwrap().0, b"0123456789");
-        assert_eq!(dechunk(b"000000000000000a\r\n0123456789\r\n0\r\n\r\n").unwrap().0, b"0123456789");
-        assert_eq!(dechunk(b"3;a=b;c=\"d e\"\r\nabc\r\n0;x\r\n\r\n").unwrap().0, b"abc");
+        assert_eq!(
+            dechunk(b"A\r\n0123456789\r\n0\r\n\r\n").unwrap().0,
+            b"0123456789"
+        );
+        assert_eq!(
+            dechunk(b"000000000000000a\r\n0123456789\r\n0\r\n\r\n")
+                .unwrap()
+                .0,
+            b"0123456789"
+        );
+        assert_eq!(
+            dechunk(b"3;a=b;c=\"d e\"\r\nabc\r\n0;x\r\n\r\n").unwrap().0,
+            b"abc"
+        );
         assert_eq!(dechunk(b"3 ;a\r\nabc\r\n0\r\n\r\n").unwrap().0, b"abc");
         let (data, used) = dechunk(b"1\r\na\r\n0\r\nA: 1\r\nB: 2\r\n\r\nNEXT").unwrap();
-        assert_eq!((data.as_slice(), used), (&b"a"[..], 23), "trailers dropped, next request kept");
+        assert_eq!(
+            (data.as_slice(), used),
+            (&b"a"[..], 23),
+            "trailers dropped, next request kept"
+        );
     }
 
     #[test]
     fn dechunker_refuses_what_the_rfc_does_not() {
         for bad in [
-            "g\r\n",               // not hex
-            "\r\n",                // no size
-            "+5\r\nhello\r\n",     // sign
-            " 5\r\nhello\r\n",     // space before
-            "0x5\r\nhello\r\n",    // prefix
-            "5 \r\nhello\r\n",     // whitespace not followed by an extension
-            "5\nhello\r\n",        // bare LF in the size line
-            "5\r\rhello\r\n",      // CR without LF
-            "5\r\nhello\n",        // no CR after data
-            "5\r\nhelloX\r\n",     // data longer than announced
-            "5\r\nhello\r\r",      // no LF after data
-            "5;a\x01\r\nhello\r\n", // control byte in an extension
-            "00000000000000001\r\n", // 17 digits
-            "0\r\n\n",             // bare LF ending the trailers
-            "0\r\n: x\r\n\r\n",    // trailer without a name
-            "0\r\n x\r\n\r\n",     // obs-fold in the trailers
+            "g\r\n",                   // not hex
+            "\r\n",                    // no size
+            "+5\r\nhello\r\n",         // sign
+            " 5\r\nhello\r\n",         // space before
+            "0x5\r\nhello\r\n",        // prefix
+            "5 \r\nhello\r\n",         // whitespace not followed by an extension
+            "5\nhello\r\n",            // bare LF in the size line
+            "5\r\rhello\r\n",          // CR without LF
+            "5\r\nhello\n",            // no CR after data
+            "5\r\nhelloX\r\n",         // data longer than announced
+            "5\r\nhello\r\r",          // no LF after data
+            "5;a\x01\r\nhello\r\n",    // control byte in an extension
+            "00000000000000001\r\n",   // 17 digits
+            "0\r\n\n",                 // bare LF ending the trailers
+            "0\r\n: x\r\n\r\n",        // trailer without a name
+            "0\r\n x\r\n\r\n",         // obs-fold in the trailers
             "0\r\nA: 1\nB: 2\r\n\r\n", // bare LF in a trailer
-            "0\r\n\rX",           // CR without LF at the end
+            "0\r\n\rX",                // CR without LF at the end
         ] {
             dechunk_err(bad);
         }
-        dechunk_err(&format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(MAX_SIZE_LINE)));
+        dechunk_err(&format!(
+            "5;{}\r\nhello\r\n0\r\n\r\n",
+            "e".repeat(MAX_SIZE_LINE)
+        ));
         dechunk_err(&format!("0\r\nX: {}\r\n\r\n", "v".repeat(MAX_TRAILERS)));
         // Just inside both bounds.
         let ext = "e".repeat(MAX_SIZE_LINE - "5;\r\n".len());
-        assert_eq!(dechunk(format!("5;{ext}\r\nhello\r\n0\r\n\r\n").as_bytes()).unwrap().0, b"hello");
+        assert_eq!(
+            dechunk(format!("5;{ext}\r\nhello\r\n0\r\n\r\n").as_bytes())
+                .unwrap()
+                .0,
+            b"hello"
+        );
         let value = "v".repeat(MAX_TRAILERS - "0\r\nX: \r\n\r\n".len() + "0\r\n".len());
         assert!(dechunk(format!("0\r\nX: {value}\r\n\r\n").as_bytes()).is_ok());
     }
@@ -618,11 +720,18 @@ mod tests {
         wire
     }
 
-    fn chunk_parts() -> impl Strategy<Value = (Vec<u8>, Vec<usize>, String, Vec<(String, String)>)> {
+    /// A body, its chunk sizes, the extension put on every size line, and trailers.
+    type ChunkedCase = (Vec<u8>, Vec<usize>, String, Vec<(String, String)>);
+
+    fn chunk_parts() -> impl Strategy<Value = ChunkedCase> {
         (
             proptest::collection::vec(any::<u8>(), 0..3000),
             proptest::collection::vec(1usize..600, 1..8),
-            prop_oneof![Just(String::new()), "(;[a-z]{1,5}(=[a-z0-9]{1,5})?){1,3}", Just(" ; q=\"a b\"".to_string())],
+            prop_oneof![
+                Just(String::new()),
+                "(;[a-z]{1,5}(=[a-z0-9]{1,5})?){1,3}",
+                Just(" ; q=\"a b\"".to_string())
+            ],
             proptest::collection::vec(("[A-Za-z-]{1,10}", "[ -~]{0,20}"), 0..3),
         )
     }

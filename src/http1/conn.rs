@@ -8,7 +8,7 @@
 use super::body::BodyReader;
 use super::request::{self, Framing, RequestHead};
 use crate::error::ProxyError;
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
@@ -99,7 +99,11 @@ impl ClientConn {
             self.make_room();
             let started = self.start < self.end;
             if !first_read && !self.wait_readable(deadline)? {
-                return if started { Err(ProxyError::ClientTimeout) } else { Ok(None) };
+                return if started {
+                    Err(ProxyError::ClientTimeout)
+                } else {
+                    Ok(None)
+                };
             }
             first_read = false;
             let end = self.end;
@@ -108,7 +112,11 @@ impl ClientConn {
                 Ok(0) => return Err(gone("client closed in the middle of a request head")),
                 Ok(n) => self.end += n,
                 Err(err) if is_timeout(&err) => {
-                    return if started { Err(ProxyError::ClientTimeout) } else { Ok(None) };
+                    return if started {
+                        Err(ProxyError::ClientTimeout)
+                    } else {
+                        Ok(None)
+                    };
                 }
                 Err(err) if !started && is_disconnect(&err) => return Ok(None),
                 Err(err) => return Err(ProxyError::ClientGone(err)),
@@ -226,13 +234,18 @@ fn read_retrying(stream: &mut TcpStream, out: &mut [u8]) -> io::Result<usize> {
 
 /// What SO_RCVTIMEO expiring looks like.
 pub(super) fn is_timeout(err: &io::Error) -> bool {
-    matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 fn is_disconnect(err: &io::Error) -> bool {
     matches!(
         err.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
     )
 }
 
@@ -288,7 +301,9 @@ pub(super) mod tests {
     #[test]
     fn pipelined_heads_come_out_in_order() {
         let (mut client, mut conn) = client_conn(32 * 1024);
-        client.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        client
+            .write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
         assert_eq!(conn.read_head(later()).unwrap().unwrap().target, "/1");
         assert!(conn.has_buffered());
         assert_eq!(conn.read_head(later()).unwrap().unwrap().target, "/2");
@@ -329,7 +344,9 @@ pub(super) mod tests {
         client.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
         drop(client);
         match conn.read_head(later()) {
-            Err(ProxyError::ClientGone(err)) => assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof),
+            Err(ProxyError::ClientGone(err)) => {
+                assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof)
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -337,7 +354,9 @@ pub(super) mod tests {
     #[test]
     fn quiet_client_times_out_as_none() {
         let (_client, mut conn) = client_conn(32 * 1024);
-        conn.stream().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        conn.stream()
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         assert!(conn.read_head(later()).unwrap().is_none());
     }
 
@@ -353,7 +372,10 @@ pub(super) mod tests {
             }
         });
         let deadline = Instant::now() + Duration::from_millis(300);
-        assert!(matches!(conn.read_head(deadline), Err(ProxyError::ClientTimeout)));
+        assert!(matches!(
+            conn.read_head(deadline),
+            Err(ProxyError::ClientTimeout)
+        ));
         drop(conn);
         drip.join().unwrap();
     }
@@ -384,7 +406,10 @@ pub(super) mod tests {
     fn heads_longer_than_max_head_are_refused() {
         let head = |len: usize| {
             let fixed = "GET / HTTP/1.1\r\nHost: a\r\nX: \r\n\r\n".len();
-            format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "x".repeat(len - fixed))
+            format!(
+                "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+                "x".repeat(len - fixed)
+            )
         };
         let (mut client, mut conn) = client_conn(100);
         client.write_all(head(100).as_bytes()).unwrap();
@@ -392,20 +417,31 @@ pub(super) mod tests {
 
         let (mut client, mut conn) = client_conn(100);
         client.write_all(head(101).as_bytes()).unwrap();
-        assert!(matches!(conn.read_head(later()), Err(ProxyError::HeadTooLarge)));
+        assert!(matches!(
+            conn.read_head(later()),
+            Err(ProxyError::HeadTooLarge)
+        ));
 
         let (mut client, mut conn) = client_conn(32 * 1024);
         client.write_all(&[b'a'; 40 * 1024]).unwrap();
-        assert!(matches!(conn.read_head(later()), Err(ProxyError::HeadTooLarge)));
+        assert!(matches!(
+            conn.read_head(later()),
+            Err(ProxyError::HeadTooLarge)
+        ));
     }
 
     #[test]
     fn an_unread_body_ends_the_connection() {
         let (mut client, mut conn) = client_conn(32 * 1024);
         client
-            .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 14\r\n\r\nGET / HTTP/1.1\r\n")
+            .write_all(
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 14\r\n\r\nGET / HTTP/1.1\r\n",
+            )
             .unwrap();
-        assert_eq!(conn.read_head(later()).unwrap().unwrap().framing, Framing::Length(14));
+        assert_eq!(
+            conn.read_head(later()).unwrap().unwrap().framing,
+            Framing::Length(14)
+        );
         assert!(conn.has_buffered());
         // The body's bytes look like a request: they must not be served as one.
         assert!(conn.read_head(later()).unwrap().is_none());
@@ -419,7 +455,9 @@ pub(super) mod tests {
             .unwrap();
         let head = conn.read_head(later()).unwrap().unwrap();
         let mut body = Vec::new();
-        conn.body(head.framing, false, None).read_to_end(&mut body).unwrap();
+        conn.body(head.framing, false, None)
+            .read_to_end(&mut body)
+            .unwrap();
         assert_eq!(body, b"abc");
         assert_eq!(conn.read_head(later()).unwrap().unwrap().target, "/next");
     }

@@ -22,5 +22,5 @@ mod response;
 
 pub use body::BodyReader;
 pub use conn::ClientConn;
-pub use request::{parse_head, Framing, RequestHead, Version};
-pub use response::{write_error, write_head, BodyWriter, ResponseBody};
+pub use request::{Framing, RequestHead, Version, parse_head};
+pub use response::{BodyWriter, ResponseBody, write_error, write_head};

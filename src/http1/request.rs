@@ -131,10 +131,11 @@ fn parse_into<'b>(
         _ => return Err(ProxyError::UnsupportedVersion),
     };
     let method = req.method.unwrap_or_default();
-    let method = Method::from_bytes(method.as_bytes())
-        .map_err(|_| ProxyError::BadRequest("bad method"))?;
+    let method =
+        Method::from_bytes(method.as_bytes()).map_err(|_| ProxyError::BadRequest("bad method"))?;
     let target = req.path.unwrap_or_default();
-    // httparse lets bytes >= 0x80 through; they are not forwarded as they came.
+    // httparse lets raw bytes >= 0x80 through; backends disagree about those, so they
+    // are refused rather than forwarded (percent-encoded UTF-8 is fine).
     if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ProxyError::BadRequest("bad request target"));
     }
@@ -160,7 +161,8 @@ fn parse_into<'b>(
     let keep_alive = match version {
         Version::Http11 => !has_token(&headers, CONNECTION, b"close"),
         Version::Http10 => {
-            has_token(&headers, CONNECTION, b"keep-alive") && !has_token(&headers, CONNECTION, b"close")
+            has_token(&headers, CONNECTION, b"keep-alive")
+                && !has_token(&headers, CONNECTION, b"close")
         }
     };
     Ok(RequestHead {
@@ -188,18 +190,27 @@ fn from_httparse(err: httparse::Error) -> ProxyError {
     }
 }
 
+/// The longest Host accepted: a DNS name has at most 253 characters (RFC 1035), plus a
+/// port; an IPv6 literal is shorter. The bound also keeps the head we forward (which
+/// repeats Host in X-Forwarded-Host) within upstream.rs's buffer.
+pub const MAX_HOST: usize = 300;
+
 /// RFC 9112 §3.2: exactly one Host on HTTP/1.1, at most one otherwise, and it must look
-/// like `uri-host[:port]` (an empty value is allowed).
+/// like `uri-host[:port]` (an empty value is allowed) of at most MAX_HOST bytes.
 fn check_host(headers: &HeaderMap, version: Version) -> Result<(), ProxyError> {
     let mut hosts = headers.get_all(HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (None, _) if version == Version::Http11 => Err(ProxyError::BadRequest("missing host header")),
+        (None, _) if version == Version::Http11 => {
+            Err(ProxyError::BadRequest("missing host header"))
+        }
         (None, _) => Ok(()),
         (Some(_), Some(_)) => Err(ProxyError::BadRequest("more than one host header")),
         (Some(host), None) => {
-            let ok = host.as_bytes().iter().all(|&b| {
-                b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%[]:".contains(&b)
-            });
+            let ok = host.len() <= MAX_HOST
+                && host
+                    .as_bytes()
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%[]:".contains(&b));
             if ok {
                 Ok(())
             } else {
@@ -224,10 +235,14 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, ProxyError>
     }
     if codings > 0 {
         if version == Version::Http10 {
-            return Err(ProxyError::BadRequest("transfer-encoding in an HTTP/1.0 request"));
+            return Err(ProxyError::BadRequest(
+                "transfer-encoding in an HTTP/1.0 request",
+            ));
         }
         if headers.contains_key(CONTENT_LENGTH) {
-            return Err(ProxyError::BadRequest("both transfer-encoding and content-length"));
+            return Err(ProxyError::BadRequest(
+                "both transfer-encoding and content-length",
+            ));
         }
         if codings > 1 || !only_chunked {
             return Err(ProxyError::NotImplemented("unsupported transfer coding"));
@@ -342,25 +357,52 @@ mod tests {
 
     #[test]
     fn accepts_extension_methods() {
-        assert_eq!(ok("PROPFIND / HTTP/1.1\r\nHost: a\r\n\r\n").method.as_str(), "PROPFIND");
-        assert_eq!(ok("X-PURGE_1 / HTTP/1.1\r\nHost: a\r\n\r\n").method.as_str(), "X-PURGE_1");
+        assert_eq!(
+            ok("PROPFIND / HTTP/1.1\r\nHost: a\r\n\r\n").method.as_str(),
+            "PROPFIND"
+        );
+        assert_eq!(
+            ok("X-PURGE_1 / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .method
+                .as_str(),
+            "X-PURGE_1"
+        );
         assert_eq!(bad("G(T / HTTP/1.1\r\nHost: a\r\n\r\n"), "bad request line");
     }
 
     #[test]
     fn keeps_the_target_byte_for_byte() {
-        for target in ["/a%2Fb", "//a//b", "/%E2%82%AC?x=%00&y", "http://h/p", "*", "/a;b,c?d#e"] {
-            assert_eq!(ok(&format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n")).target, target);
+        for target in [
+            "/a%2Fb",
+            "//a//b",
+            "/%E2%82%AC?x=%00&y",
+            "http://h/p",
+            "*",
+            "/a;b,c?d#e",
+        ] {
+            assert_eq!(
+                ok(&format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n")).target,
+                target
+            );
         }
         let long = format!("/{}", "x/%2F".repeat(1700));
         assert!(long.len() > 8192);
-        assert_eq!(ok(&format!("GET {long} HTTP/1.1\r\nHost: a\r\n\r\n")).target, long);
+        assert_eq!(
+            ok(&format!("GET {long} HTTP/1.1\r\nHost: a\r\n\r\n")).target,
+            long
+        );
     }
 
     #[test]
     fn refuses_targets_outside_visible_ascii() {
-        assert_eq!(bad_bytes(b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"), "bad request target");
-        assert_eq!(bad_bytes(b"GET /a\x7f HTTP/1.1\r\nHost: a\r\n\r\n"), "bad request line");
+        assert_eq!(
+            bad_bytes(b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            "bad request target"
+        );
+        assert_eq!(
+            bad_bytes(b"GET /a\x7f HTTP/1.1\r\nHost: a\r\n\r\n"),
+            "bad request line"
+        );
         assert_eq!(bad("GET  HTTP/1.1\r\nHost: a\r\n\r\n"), "bad request line");
     }
 
@@ -408,26 +450,62 @@ mod tests {
     #[test]
     fn host_rules() {
         assert_eq!(bad("GET / HTTP/1.1\r\n\r\n"), "missing host header");
-        assert_eq!(bad("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"), "more than one host header");
-        assert_eq!(bad("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"), "more than one host header");
-        assert_eq!(bad("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), "bad host header");
-        assert_eq!(bad("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), "bad host header");
-        assert_eq!(bad("GET / HTTP/1.1\r\nHost: a@b\r\n\r\n"), "bad host header");
+        assert_eq!(
+            bad("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"),
+            "more than one host header"
+        );
+        assert_eq!(
+            bad("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"),
+            "more than one host header"
+        );
+        assert_eq!(
+            bad("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"),
+            "bad host header"
+        );
+        let longest = "h".repeat(MAX_HOST);
+        ok(&format!("GET / HTTP/1.1\r\nHost: {longest}\r\n\r\n"));
+        assert_eq!(
+            bad(&format!("GET / HTTP/1.1\r\nHost: {longest}h\r\n\r\n")),
+            "bad host header"
+        );
+        assert_eq!(
+            bad("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"),
+            "bad host header"
+        );
+        assert_eq!(
+            bad("GET / HTTP/1.1\r\nHost: a@b\r\n\r\n"),
+            "bad host header"
+        );
         assert!(ok("GET / HTTP/1.0\r\n\r\n").headers.is_empty());
-        for host in ["example.com:8080", "[::1]:80", "10.0.0.1", "xn--bcher-kva.example", "a%41", ""] {
+        for host in [
+            "example.com:8080",
+            "[::1]:80",
+            "10.0.0.1",
+            "xn--bcher-kva.example",
+            "a%41",
+            "",
+        ] {
             ok(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"));
         }
     }
 
     #[test]
     fn versions_other_than_1_0_and_1_1_are_refused() {
-        for version in ["HTTP/2.0", "HTTP/1.2", "HTTP/0.9", "HTTP/3", "http/1.1", "HTTP/11"] {
+        for version in [
+            "HTTP/2.0", "HTTP/1.2", "HTTP/0.9", "HTTP/3", "http/1.1", "HTTP/11",
+        ] {
             let text = format!("GET / {version}\r\nHost: a\r\n\r\n");
-            assert!(matches!(parse(&text), Err(ProxyError::UnsupportedVersion)), "{version}");
+            assert!(
+                matches!(parse(&text), Err(ProxyError::UnsupportedVersion)),
+                "{version}"
+            );
         }
         assert_eq!(ok("GET / HTTP/1.0\r\n\r\n").version, Version::Http10);
         // Not a version at all (HTTP-version is one digit, a dot, one digit): 400.
-        assert_eq!(bad("GET / HTTP/1.10\r\nHost: a\r\n\r\n"), "bad request line");
+        assert_eq!(
+            bad("GET / HTTP/1.10\r\nHost: a\r\n\r\n"),
+            "bad request line"
+        );
     }
 
     #[test]
@@ -435,15 +513,28 @@ mod tests {
         let framing = |line: &str| parse(&with_header(line)).map(|h| h.framing);
         assert_eq!(framing("Content-Length: 5").unwrap(), Framing::Length(5));
         assert_eq!(framing("Content-Length: 007").unwrap(), Framing::Length(7));
-        assert_eq!(framing("Content-Length: 5\r\nContent-Length: 5").unwrap(), Framing::Length(5));
-        assert_eq!(framing("Content-Length: 5, 5,5").unwrap(), Framing::Length(5));
+        assert_eq!(
+            framing("Content-Length: 5\r\nContent-Length: 5").unwrap(),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing("Content-Length: 5, 5,5").unwrap(),
+            Framing::Length(5)
+        );
         let max = "9999999999999999999"; // 19 digits
-        assert_eq!(framing(&format!("Content-Length: {max}")).unwrap(), Framing::Length(max.parse().unwrap()));
+        assert_eq!(
+            framing(&format!("Content-Length: {max}")).unwrap(),
+            Framing::Length(max.parse().unwrap())
+        );
         for line in [
             "Content-Length: 5\r\nContent-Length: 6",
             "Content-Length: 5, 6",
         ] {
-            assert_eq!(bad(&with_header(line)), "conflicting content-length", "{line}");
+            assert_eq!(
+                bad(&with_header(line)),
+                "conflicting content-length",
+                "{line}"
+            );
         }
         for line in [
             "Content-Length: +5",
@@ -461,14 +552,24 @@ mod tests {
         ] {
             assert_eq!(bad(&with_header(line)), "bad content-length", "{line}");
         }
-        assert_eq!(ok("POST / HTTP/1.1\r\nHost: a\r\n\r\n").framing, Framing::None);
-        assert_eq!(ok("POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\n").framing, Framing::Length(3));
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nHost: a\r\n\r\n").framing,
+            Framing::None
+        );
+        assert_eq!(
+            ok("POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\n").framing,
+            Framing::Length(3)
+        );
     }
 
     #[test]
     fn transfer_encoding_rules() {
         let framing = |line: &str| parse(&with_header(line)).map(|h| h.framing);
-        for line in ["Transfer-Encoding: chunked", "Transfer-Encoding: Chunked", "Transfer-Encoding:  CHUNKED \t"] {
+        for line in [
+            "Transfer-Encoding: chunked",
+            "Transfer-Encoding: Chunked",
+            "Transfer-Encoding:  CHUNKED \t",
+        ] {
             assert_eq!(framing(line).unwrap(), Framing::Chunked, "{line}");
         }
         for line in [
@@ -478,7 +579,10 @@ mod tests {
             "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked",
         ] {
             assert!(
-                matches!(framing(line), Err(ProxyError::NotImplemented("unsupported transfer coding"))),
+                matches!(
+                    framing(line),
+                    Err(ProxyError::NotImplemented("unsupported transfer coding"))
+                ),
                 "{line}"
             );
         }
@@ -492,11 +596,15 @@ mod tests {
             assert_eq!(bad(&with_header(line)), "bad transfer-encoding", "{line}");
         }
         assert_eq!(
-            bad(&with_header("Transfer-Encoding: chunked\r\nContent-Length: 5")),
+            bad(&with_header(
+                "Transfer-Encoding: chunked\r\nContent-Length: 5"
+            )),
             "both transfer-encoding and content-length"
         );
         assert_eq!(
-            bad(&with_header("Content-Length: 5\r\nTransfer-Encoding: gzip, chunked")),
+            bad(&with_header(
+                "Content-Length: 5\r\nTransfer-Encoding: gzip, chunked"
+            )),
             "both transfer-encoding and content-length"
         );
         assert_eq!(
@@ -510,19 +618,36 @@ mod tests {
         assert!(ok(&with_header("Expect: 100-continue")).expect_continue);
         assert!(ok(&with_header("Expect: 100-Continue ")).expect_continue);
         assert!(!ok("POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
-        for line in ["Expect: 200-ok", "Expect: ", "Expect: 100-continue, x", "Expect: 100-continue\r\nExpect: x"] {
-            assert!(matches!(parse(&with_header(line)), Err(ProxyError::ExpectationFailed)), "{line}");
+        for line in [
+            "Expect: 200-ok",
+            "Expect: ",
+            "Expect: 100-continue, x",
+            "Expect: 100-continue\r\nExpect: x",
+        ] {
+            assert!(
+                matches!(
+                    parse(&with_header(line)),
+                    Err(ProxyError::ExpectationFailed)
+                ),
+                "{line}"
+            );
         }
     }
 
     #[test]
     fn head_and_connect() {
-        assert_eq!(bad("HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n"), "request body not allowed");
+        assert_eq!(
+            bad("HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n"),
+            "request body not allowed"
+        );
         assert_eq!(
             bad("HEAD / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
             "request body not allowed"
         );
-        assert_eq!(ok("HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").framing, Framing::Length(0));
+        assert_eq!(
+            ok("HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").framing,
+            Framing::Length(0)
+        );
         assert_eq!(
             bad("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nContent-Length: 2\r\n\r\n"),
             "request body not allowed"
@@ -537,20 +662,36 @@ mod tests {
     fn keep_alive_rules() {
         let keep = |text: &str| ok(text).keep_alive;
         assert!(keep("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
-        assert!(!keep("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
-        assert!(!keep("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n"));
-        assert!(!keep("GET / HTTP/1.1\r\nHost: a\r\nConnection: x\r\nConnection: CLOSE\r\n\r\n"));
-        assert!(keep("GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n"));
+        assert!(!keep(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(!keep(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n"
+        ));
+        assert!(!keep(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: x\r\nConnection: CLOSE\r\n\r\n"
+        ));
+        assert!(keep(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n"
+        ));
         assert!(!keep("GET / HTTP/1.0\r\n\r\n"));
         assert!(keep("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
-        assert!(!keep("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"));
+        assert!(!keep(
+            "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"
+        ));
     }
 
     #[test]
     fn head_boundaries() {
         assert_eq!(ok("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n").target, "/");
-        assert_eq!(bad("GET / HTTP/1.1\r\nHost: a\r\n"), "incomplete request head");
-        assert_eq!(bad("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET"), "bytes after the request head");
+        assert_eq!(
+            bad("GET / HTTP/1.1\r\nHost: a\r\n"),
+            "incomplete request head"
+        );
+        assert_eq!(
+            bad("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET"),
+            "bytes after the request head"
+        );
         assert_eq!(bad(""), "incomplete request head");
     }
 
@@ -571,15 +712,25 @@ mod tests {
 
     /// A field value as httparse hands it on: no whitespace at either end.
     fn field_value() -> impl Strategy<Value = Vec<u8>> {
-        let byte = prop_oneof![8 => 0x21u8..=0x7e, 1 => 0x80u8..=0xff, 1 => Just(b' '), 1 => Just(b'\t')];
+        let byte =
+            prop_oneof![8 => 0x21u8..=0x7e, 1 => 0x80u8..=0xff, 1 => Just(b' '), 1 => Just(b'\t')];
         proptest::collection::vec(byte, 0..40).prop_map(|v| trim_ows(&v).to_vec())
     }
 
     fn field_name() -> impl Strategy<Value = String> {
-        token().prop_filter("framing and connection fields are set by the test", |name| {
-            !["host", "content-length", "transfer-encoding", "expect", "connection"]
+        token().prop_filter(
+            "framing and connection fields are set by the test",
+            |name| {
+                ![
+                    "host",
+                    "content-length",
+                    "transfer-encoding",
+                    "expect",
+                    "connection",
+                ]
                 .contains(&name.to_ascii_lowercase().as_str())
-        })
+            },
+        )
     }
 
     proptest! {

@@ -82,7 +82,12 @@ pub fn write_head<'a>(
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    BodyWriter { stream, out, mode, keep_alive }
+    BodyWriter {
+        stream,
+        out,
+        mode,
+        keep_alive,
+    }
 }
 
 /// A short plain-text answer, `text` plus a newline, sent in one write.
@@ -174,7 +179,9 @@ impl BodyWriter<'_> {
     /// A size with fewer than 4 hex digits leaves a gap, closed by moving the (then
     /// short) data; an empty chunk is removed, as a 0-size chunk would end the body.
     fn close_chunk(&mut self) {
-        let Mode::Chunked { open: Some(at) } = self.mode else { return };
+        let Mode::Chunked { open: Some(at) } = self.mode else {
+            return;
+        };
         self.mode = Mode::Chunked { open: None };
         let data = at + CHUNK_HEADER;
         let len = self.out.len() - data;
@@ -184,6 +191,7 @@ impl BodyWriter<'_> {
         }
         let mut line = [0u8; 24];
         let line = size_line(&mut line, len as u64);
+        debug_assert!(line.len() <= CHUNK_HEADER, "buffered chunk too large");
         let start = data - line.len();
         self.out[start..data].copy_from_slice(line);
         if start > at {
@@ -204,7 +212,10 @@ impl BodyWriter<'_> {
     fn send_with(&mut self, body: &[u8]) -> io::Result<()> {
         let (mut head, mut body) = (&self.out[..], body);
         while !head.is_empty() {
-            match self.stream.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+            match self
+                .stream
+                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) if n < head.len() => head = &head[n..],
                 Ok(n) => {
@@ -227,7 +238,10 @@ impl Write for BodyWriter<'_> {
         }
         match &mut self.mode {
             Mode::Empty => {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "this response has no body"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "this response has no body",
+                ));
             }
             Mode::Length { left } => {
                 if buf.len() as u64 > *left {
@@ -321,4 +335,394 @@ fn size_line(buf: &mut [u8; 24], mut len: u64) -> &[u8] {
         }
     }
     &buf[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::body::Dechunker;
+    use super::super::conn::tests::socket_pair;
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Read;
+    use std::thread;
+    use ureq::http::HeaderValue;
+
+    fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for &(name, value) in fields {
+            map.append(name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    /// Runs `respond` on the server side of a socket pair, closes it, and returns what
+    /// the client received.
+    fn received(respond: impl FnOnce(&mut TcpStream, &mut Vec<u8>) + Send + 'static) -> String {
+        let (mut client, mut server) = socket_pair();
+        let server = thread::spawn(move || {
+            let mut out = Vec::new();
+            respond(&mut server, &mut out);
+        });
+        let mut seen = Vec::new();
+        client.read_to_end(&mut seen).unwrap();
+        server.join().unwrap();
+        String::from_utf8(seen).unwrap()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn response(
+        version: Version,
+        status: u16,
+        fields: &'static [(&'static str, &'static str)],
+        body: ResponseBody,
+        head_len: Option<u64>,
+        keep_alive: bool,
+        writes: &'static [&'static [u8]],
+        expect_keep_alive: bool,
+    ) -> String {
+        received(move |stream, out| {
+            let mut w = write_head(
+                stream,
+                out,
+                version,
+                status,
+                &headers(fields),
+                body,
+                head_len,
+                keep_alive,
+            );
+            assert_eq!(w.keep_alive(), expect_keep_alive);
+            for data in writes {
+                w.write_all(data).unwrap();
+            }
+            w.finish().unwrap();
+        })
+    }
+
+    const V11: Version = Version::Http11;
+    const V10: Version = Version::Http10;
+
+    #[test]
+    fn known_length() {
+        let got = response(
+            V11,
+            200,
+            &[("x-a", "1")],
+            ResponseBody::Length(5),
+            None,
+            true,
+            &[b"hel", b"lo"],
+            true,
+        );
+        assert_eq!(
+            got,
+            "HTTP/1.1 200 OK\r\nx-a: 1\r\nContent-Length: 5\r\n\r\nhello"
+        );
+        let got = response(
+            V10,
+            404,
+            &[],
+            ResponseBody::Length(0),
+            None,
+            true,
+            &[],
+            true,
+        );
+        assert_eq!(
+            got,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+        );
+        let got = response(
+            V11,
+            200,
+            &[],
+            ResponseBody::Length(2),
+            None,
+            false,
+            &[b"ok"],
+            false,
+        );
+        assert_eq!(
+            got,
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        );
+    }
+
+    #[test]
+    fn unknown_length_is_chunked_for_http_1_1() {
+        let got = response(
+            V11,
+            200,
+            &[],
+            ResponseBody::Unknown,
+            None,
+            true,
+            &[b"hello", b" world"],
+            true,
+        );
+        assert_eq!(
+            got,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n"
+        );
+        let got = response(V11, 200, &[], ResponseBody::Unknown, None, true, &[], true);
+        assert_eq!(
+            got,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn unknown_length_is_close_delimited_for_http_1_0() {
+        let got = response(
+            V10,
+            200,
+            &[],
+            ResponseBody::Unknown,
+            None,
+            true,
+            &[b"hello"],
+            false,
+        );
+        assert_eq!(got, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello");
+    }
+
+    #[test]
+    fn bodiless_answers() {
+        let got = response(V11, 204, &[], ResponseBody::None, Some(5), true, &[], true);
+        assert_eq!(got, "HTTP/1.1 204 No Content\r\n\r\n");
+        let got = response(
+            V11,
+            103,
+            &[("link", "</a>")],
+            ResponseBody::None,
+            Some(5),
+            true,
+            &[],
+            true,
+        );
+        assert_eq!(got, "HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n");
+        let got = response(V11, 200, &[], ResponseBody::None, Some(42), true, &[], true);
+        assert_eq!(got, "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n");
+        let got = response(V11, 304, &[], ResponseBody::None, Some(7), true, &[], true);
+        assert_eq!(
+            got,
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n"
+        );
+        let got = response(V11, 200, &[], ResponseBody::None, None, true, &[], true);
+        assert_eq!(got, "HTTP/1.1 200 OK\r\n\r\n");
+    }
+
+    #[test]
+    fn unknown_status_codes_say_unknown() {
+        let got = response(
+            V11,
+            599,
+            &[],
+            ResponseBody::Length(0),
+            None,
+            true,
+            &[],
+            true,
+        );
+        assert!(got.starts_with("HTTP/1.1 599 Unknown\r\n"), "{got}");
+    }
+
+    #[test]
+    fn the_writer_refuses_bodies_that_do_not_fit() {
+        let got = received(|stream, out| {
+            let mut w = write_head(
+                stream,
+                out,
+                V11,
+                200,
+                &HeaderMap::new(),
+                ResponseBody::Length(3),
+                None,
+                true,
+            );
+            assert_eq!(
+                w.write(b"abcd").unwrap_err().kind(),
+                io::ErrorKind::InvalidInput
+            );
+            w.write_all(b"ab").unwrap();
+            assert!(w.write_all(b"cd").is_err());
+            assert!(w.finish().is_err(), "2 of 3 bytes");
+        });
+        assert_eq!(got, "", "a short body is never sent");
+        received(|stream, out| {
+            let mut w = write_head(
+                stream,
+                out,
+                V11,
+                200,
+                &HeaderMap::new(),
+                ResponseBody::None,
+                Some(3),
+                true,
+            );
+            assert!(w.write_all(b"x").is_err());
+            assert!(w.write_all(b"").is_ok());
+        });
+    }
+
+    #[test]
+    fn a_small_answer_is_sent_whole_at_finish() {
+        let (mut client, mut server) = socket_pair();
+        client.set_nonblocking(true).unwrap();
+        let mut out = Vec::new();
+        let mut w = write_head(
+            &mut server,
+            &mut out,
+            V11,
+            200,
+            &HeaderMap::new(),
+            ResponseBody::Length(5),
+            None,
+            true,
+        );
+        w.write_all(b"hello").unwrap();
+        assert_eq!(
+            client.read(&mut [0; 64]).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        w.finish().unwrap();
+        drop(server);
+        client.set_nonblocking(false).unwrap();
+        let mut seen = String::new();
+        client.read_to_string(&mut seen).unwrap();
+        assert_eq!(seen, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    }
+
+    #[test]
+    fn dropping_a_chunked_writer_never_ends_the_body() {
+        let got = received(|stream, out| {
+            let mut w = write_head(
+                stream,
+                out,
+                V11,
+                200,
+                &HeaderMap::new(),
+                ResponseBody::Unknown,
+                None,
+                true,
+            );
+            w.write_all(b"part").unwrap();
+            w.flush().unwrap();
+            w.flush().unwrap(); // nothing new: no empty chunk, which would end the body
+        });
+        assert_eq!(
+            got,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart\r\n"
+        );
+    }
+
+    #[test]
+    fn large_writes_make_exact_chunks() {
+        let got = received(|stream, out| {
+            let mut w = write_head(
+                stream,
+                out,
+                V11,
+                200,
+                &HeaderMap::new(),
+                ResponseBody::Unknown,
+                None,
+                true,
+            );
+            w.write_all(b"ab").unwrap();
+            w.write_all(&[b'x'; 70_000]).unwrap();
+            w.write_all(b"cd").unwrap();
+            w.finish().unwrap();
+        });
+        let expected = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n11170\r\n{}\r\n2\r\ncd\r\n0\r\n\r\n",
+            "x".repeat(70_000)
+        );
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn write_error_is_one_plain_text_answer() {
+        let got = received(|stream, out| {
+            write_error(
+                stream,
+                out,
+                503,
+                "server busy, retry later",
+                &[("Retry-After", "1")],
+                false,
+            )
+            .unwrap();
+        });
+        assert_eq!(
+            got,
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: 25\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver busy, retry later\n"
+        );
+        let got = received(|stream, out| write_error(stream, out, 400, "bad", &[], true).unwrap());
+        assert_eq!(
+            got,
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 4\r\n\r\nbad\n"
+        );
+    }
+
+    #[test]
+    fn number_formatting() {
+        for n in [0, 1, 9, 10, 255, 4096, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+            let mut buf = [0; 24];
+            assert_eq!(size_line(&mut buf, n), format!("{n:x}\r\n").as_bytes());
+        }
+    }
+
+    /// One step of a body being relayed.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Write(Vec<u8>),
+        Flush,
+    }
+
+    fn steps() -> impl Strategy<Value = Vec<Step>> {
+        let step = prop_oneof![
+            6 => proptest::collection::vec(any::<u8>(), 0..3000).prop_map(Step::Write),
+            1 => (1usize..40_000).prop_map(|n| Step::Write(vec![b'L'; n])),
+            2 => Just(Step::Flush),
+        ];
+        proptest::collection::vec(step, 0..20)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn chunked_output_decodes_to_what_was_written(steps in steps()) {
+            let expected: Vec<u8> = steps
+                .iter()
+                .flat_map(|s| if let Step::Write(data) = s { data.clone() } else { Vec::new() })
+                .collect();
+            let (mut client, mut server) = socket_pair();
+            let writer = thread::spawn(move || {
+                let mut out = Vec::new();
+                let mut w = write_head(&mut server, &mut out, V11, 200, &HeaderMap::new(), ResponseBody::Unknown, None, true);
+                for step in steps {
+                    match step {
+                        Step::Write(data) => w.write_all(&data).unwrap(),
+                        Step::Flush => w.flush().unwrap(),
+                    }
+                }
+                w.finish().unwrap();
+            });
+            let mut wire = Vec::new();
+            client.read_to_end(&mut wire).unwrap();
+            writer.join().unwrap();
+            let head_end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let mut d = Dechunker::new();
+            let mut decoded = vec![0; wire.len()];
+            let (used, n) = d.decode(&wire[head_end..], &mut decoded).unwrap();
+            prop_assert!(d.is_done());
+            prop_assert_eq!(head_end + used, wire.len());
+            prop_assert_eq!(&decoded[..n], &expected[..]);
+        }
+    }
 }

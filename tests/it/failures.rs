@@ -29,9 +29,15 @@ fn assert_short_plain_text_without(r: &Response, addrs: &[SocketAddr]) {
     let ctype = r.header("content-type").unwrap_or("");
     assert!(ctype.starts_with("text/plain"), "content-type {ctype:?}");
     for a in addrs {
-        assert!(!body.contains(&a.to_string()) && !body.contains(&a.port().to_string()), "body names a backend: {body:?}");
+        assert!(
+            !body.contains(&a.to_string()) && !body.contains(&a.port().to_string()),
+            "body names a backend: {body:?}"
+        );
     }
-    assert!(!body.contains("127.0.0.1"), "body names a backend: {body:?}");
+    assert!(
+        !body.contains("127.0.0.1"),
+        "body names a backend: {body:?}"
+    );
 }
 
 #[test]
@@ -90,7 +96,9 @@ fn full_queue_gets_503_with_retry_after() {
     // The only worker takes the first request and waits on the backend.
     let mut first = Client::connect(lb.addr);
     first.send(GET);
-    wait_until("the backend to hold the first request", || backend.heads() == 1);
+    wait_until("the backend to hold the first request", || {
+        backend.heads() == 1
+    });
 
     // Three more: one fits in the queue, two get 503 while the backend still holds.
     let released = Arc::new(AtomicBool::new(false));
@@ -106,8 +114,12 @@ fn full_queue_gets_503_with_retry_after() {
         });
     }
     for _ in 0..2 {
-        let (r, before_release) = rx.recv_timeout(PATIENCE).expect("an answer while every worker is busy");
-        let r = r.expect("read").expect("a response, not a closed connection");
+        let (r, before_release) = rx
+            .recv_timeout(PATIENCE)
+            .expect("an answer while every worker is busy");
+        let r = r
+            .expect("read")
+            .expect("a response, not a closed connection");
         assert!(before_release);
         assert_eq!(r.status, 503, "{r:?}");
         assert!(r.header("retry-after").is_some(), "no Retry-After: {r:?}");
@@ -115,8 +127,28 @@ fn full_queue_gets_503_with_retry_after() {
     released.store(true, Ordering::SeqCst);
     backend.release();
     assert_eq!(first.response().status, 200);
-    let (r, _) = rx.recv_timeout(PATIENCE).expect("the queued request to be served");
+    let (r, _) = rx
+        .recv_timeout(PATIENCE)
+        .expect("the queued request to be served");
     let r = r.expect("read").expect("a response");
     assert_eq!((r.status, r.body_str().as_str()), (200, "done"));
     assert_eq!(backend.count(), 2);
+}
+
+#[test]
+fn backend_closing_each_keep_alive_connection_does_not_fail_requests() {
+    // Keep-alive framing, then a close: by the next request every pooled connection to
+    // this backend is stale.
+    let backend = Backend::raw_then_close(response(200, &[], b"ok"));
+    let lb = start_balancer(&[&backend], &[]);
+    let mut c = Client::connect(lb.addr);
+    for i in 0..10 {
+        let r = c.get(&format!("/{i}"));
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "ok"),
+            "request {i}"
+        );
+    }
+    assert_eq!(backend.count(), 10);
 }

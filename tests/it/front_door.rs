@@ -21,11 +21,23 @@ fn assert_refused_and_closed(bad: &[u8], status: u16, extra: &[&str]) {
     bytes.extend_from_slice(FOLLOW_UP.as_bytes());
     let (reply, ending) = raw_exchange(lb.addr, &bytes);
     let text = String::from_utf8_lossy(&reply);
-    let (response, after) = first_response_and_rest(&reply).unwrap_or_else(|| panic!("no response: {text:?}"));
+    let (response, after) =
+        first_response_and_rest(&reply).unwrap_or_else(|| panic!("no response: {text:?}"));
     assert_eq!(response.status, status, "got: {text:?}");
-    assert!(after.is_empty(), "bytes after the error response (the follow-up answered?): {text:?}");
-    assert!(ending.is_closed(), "the connection stayed open after a {status}: {text:?}");
-    assert_eq!(backend.heads(), 0, "forwarded: {:#?}", backend.requests());
+    assert!(
+        after.is_empty(),
+        "bytes after the error response (the follow-up answered?): {text:?}"
+    );
+    assert!(
+        ending.is_closed(),
+        "the connection stayed open after a {status}: {text:?}"
+    );
+    assert_eq!(
+        backend.heads(),
+        0,
+        "forwarded, request lines: {:?}",
+        backend.head_lines()
+    );
 }
 
 /// Sends `bad` alone and reads one response: for errors that leave the framing intact
@@ -37,7 +49,12 @@ fn assert_refused(bad: &str, status: u16) {
     c.send(bad);
     let r = c.response();
     assert_eq!(r.status, status, "{r:?}");
-    assert_eq!(backend.heads(), 0, "forwarded: {:#?}", backend.requests());
+    assert_eq!(
+        backend.heads(),
+        0,
+        "forwarded, request lines: {:?}",
+        backend.head_lines()
+    );
 }
 
 #[test]
@@ -60,7 +77,11 @@ fn differing_content_lengths_are_400() {
 
 #[test]
 fn non_numeric_content_length_is_400() {
-    assert_refused_and_closed(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: +3\r\n\r\nabc", 400, &[]);
+    assert_refused_and_closed(
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: +3\r\n\r\nabc",
+        400,
+        &[],
+    );
 }
 
 #[test]
@@ -83,17 +104,29 @@ fn chunked_on_http10_is_400() {
 
 #[test]
 fn obs_fold_is_400() {
-    assert_refused_and_closed(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\r\n b\r\n\r\n", 400, &[]);
+    assert_refused_and_closed(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\r\n b\r\n\r\n",
+        400,
+        &[],
+    );
 }
 
 #[test]
 fn space_before_colon_is_400() {
-    assert_refused_and_closed(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Thing : 1\r\n\r\n", 400, &[]);
+    assert_refused_and_closed(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Thing : 1\r\n\r\n",
+        400,
+        &[],
+    );
 }
 
 #[test]
 fn nul_in_a_header_value_is_400() {
-    assert_refused_and_closed(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Bad: a\0b\r\n\r\n", 400, &[]);
+    assert_refused_and_closed(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Bad: a\0b\r\n\r\n",
+        400,
+        &[],
+    );
 }
 
 #[test]
@@ -116,7 +149,12 @@ fn bad_chunk_size_is_400_and_no_complete_request_reaches_the_backend() {
         assert_eq!(r.status, 400, "{text:?}");
     }
     assert!(ending.is_closed(), "the connection stayed open: {text:?}");
-    assert_eq!(backend.count(), 0, "a complete request was forwarded: {:#?}", backend.requests());
+    assert_eq!(
+        backend.count(),
+        0,
+        "a complete request was forwarded: {:#?}",
+        backend.requests()
+    );
 }
 
 #[test]
@@ -144,12 +182,18 @@ fn missing_host_on_http11_is_400() {
 
 #[test]
 fn two_host_headers_are_400() {
-    assert_refused("GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n", 400);
+    assert_refused(
+        "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+        400,
+    );
 }
 
 #[test]
 fn head_over_32_kib_is_431() {
-    let big = format!("GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "b".repeat(33 * 1024));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(33 * 1024)
+    );
     assert_refused_and_closed(big.as_bytes(), 431, &[]);
 }
 
@@ -160,7 +204,10 @@ fn head_just_under_32_kib_is_forwarded() {
     let mut c = Client::connect(lb.addr);
     let r = c.get_with_header("X-Big", &"b".repeat(30 * 1024));
     assert_eq!(r.status, 200);
-    assert_eq!(backend.only_request().header("x-big").map(str::len), Some(30 * 1024));
+    assert_eq!(
+        backend.only_request().header("x-big").map(str::len),
+        Some(30 * 1024)
+    );
 }
 
 #[test]
@@ -173,7 +220,10 @@ fn stalled_head_gets_408_or_a_close_and_others_are_still_served() {
     assert_eq!(get(lb.addr, "/"), (200, "ok".to_string()));
     let (reply, ending) = stalled.rest();
     let text = String::from_utf8_lossy(&reply);
-    assert!(ending.is_closed(), "the stalled connection was neither answered nor closed: {text:?}");
+    assert!(
+        ending.is_closed(),
+        "the stalled connection was neither answered nor closed: {text:?}"
+    );
     if !reply.is_empty() {
         assert_eq!(parse_responses(&reply)[0].status, 408, "{text:?}");
     }
@@ -189,7 +239,10 @@ fn head_dripped_byte_by_byte_is_cut_off_at_the_head_deadline() {
     let mut writer = c.stream().try_clone().unwrap();
     let cut_off = Arc::new(AtomicBool::new(false));
     // 2000 bytes, one every 20 ms: 40 s in all, while every single read comes fast.
-    let head = format!("GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: {}\r\n\r\n", "s".repeat(2000));
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: {}\r\n\r\n",
+        "s".repeat(2000)
+    );
     let dripper = {
         let cut_off = cut_off.clone();
         thread::spawn(move || {
@@ -208,7 +261,10 @@ fn head_dripped_byte_by_byte_is_cut_off_at_the_head_deadline() {
     let finished = dripper.join().unwrap();
     assert!(!finished, "the whole dripped head was accepted");
     let text = String::from_utf8_lossy(&reply);
-    assert!(ending.is_closed(), "a dripping client was not cut off: {text:?}");
+    assert!(
+        ending.is_closed(),
+        "a dripping client was not cut off: {text:?}"
+    );
     if !reply.is_empty() {
         assert_eq!(parse_responses(&reply)[0].status, 408, "{text:?}");
     }
@@ -223,7 +279,11 @@ fn idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     assert_eq!(c.get("/").status, 200);
     let (rest, ending) = c.rest();
     assert!(ending.is_closed(), "the idle connection was not closed");
-    assert!(rest.is_empty(), "unexpected bytes on an idle connection: {:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        rest.is_empty(),
+        "unexpected bytes on an idle connection: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
 }
 
 #[test]
@@ -254,7 +314,9 @@ fn max_connections_defers_the_next_connection_until_one_closes() {
     );
     closed.store(true, Ordering::SeqCst);
     drop(one);
-    let (r, after_close) = rx.recv_timeout(PATIENCE).expect("the third connection to be served once one closed");
+    let (r, after_close) = rx
+        .recv_timeout(PATIENCE)
+        .expect("the third connection to be served once one closed");
     let r = r.expect("read").expect("a response");
     assert!(after_close);
     assert_eq!((r.status, r.body_str().as_str()), (200, "/three"));
@@ -274,7 +336,8 @@ fn chunked_body_over_max_body_is_413_and_never_completes_upstream() {
     let backend = Backend::hello("forwarded");
     let lb = start_balancer(&[&backend], &["--max-body", "1k"]);
     let chunk = "x".repeat(512);
-    let mut req = "POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_string();
+    let mut req =
+        "POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_string();
     for _ in 0..4 {
         req.push_str(&format!("200\r\n{chunk}\r\n"));
     }
@@ -294,7 +357,10 @@ fn body_within_max_body_is_forwarded() {
     let backend = Backend::body_summary();
     let lb = start_balancer(&[&backend], &["--max-body", "1k"]);
     let mut c = Client::connect(lb.addr);
-    c.send(format!("POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 512\r\n\r\n{}", "y".repeat(512)));
+    c.send(format!(
+        "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 512\r\n\r\n{}",
+        "y".repeat(512)
+    ));
     let r = c.response();
     assert_eq!(r.status, 200);
     assert_eq!(backend.only_request().body_len, 512);
@@ -307,5 +373,21 @@ fn smuggled_request_after_a_framing_error_is_never_parsed() {
           GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
         400,
         &[],
+    );
+}
+
+#[test]
+fn unknown_expectation_is_417() {
+    assert_refused(
+        "POST / HTTP/1.1\r\nHost: localhost\r\nExpect: the-unexpected\r\nContent-Length: 3\r\n\r\nabc",
+        417,
+    );
+}
+
+#[test]
+fn connect_method_is_501() {
+    assert_refused(
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        501,
     );
 }

@@ -14,8 +14,14 @@ fn upload(chunked: bool) {
     let lb = start_balancer(&[&backend], &[]);
     let seed = if chunked { 7 } else { 3 };
     let mut c = Client::connect(lb.addr);
-    let framing = if chunked { "Transfer-Encoding: chunked".to_string() } else { format!("Content-Length: {SIZE}") };
-    c.send(format!("POST /upload HTTP/1.1\r\nHost: localhost\r\n{framing}\r\n\r\n"));
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {SIZE}")
+    };
+    c.send(format!(
+        "POST /upload HTTP/1.1\r\nHost: localhost\r\n{framing}\r\n\r\n"
+    ));
     let mut sent = Fnv::new();
     let mut p = Pattern::new(seed, SIZE);
     let mut buf = vec![0; 100_003]; // odd, so chunks do not line up with anything
@@ -56,7 +62,10 @@ fn download(chunked: bool) {
     let head = c.reader.read_head().unwrap().expect("a response");
     assert_eq!(head.status, 200);
     if !chunked {
-        assert_eq!(head.header("content-length"), Some(SIZE.to_string().as_str()));
+        assert_eq!(
+            head.header("content-length"),
+            Some(SIZE.to_string().as_str())
+        );
     }
     let mut got = Fnv::new();
     let mut len = 0u64;
@@ -69,7 +78,11 @@ fn download(chunked: bool) {
         .unwrap();
     assert!(complete, "the body ended early, after {len} bytes");
     assert_eq!(len, SIZE);
-    assert_eq!(got.finish(), Pattern::hash_of(seed, SIZE), "the body arrived altered");
+    assert_eq!(
+        got.finish(),
+        Pattern::hash_of(seed, SIZE),
+        "the body arrived altered"
+    );
 }
 
 #[test]

@@ -73,7 +73,12 @@ pub struct Pattern {
 
 impl Pattern {
     pub fn new(seed: u64, len: u64) -> Pattern {
-        Pattern { state: seed, word: [0; 8], used: 8, remaining: len }
+        Pattern {
+            state: seed,
+            word: [0; 8],
+            used: 8,
+            remaining: len,
+        }
     }
 
     fn next_word(&mut self) -> [u8; 8] {
@@ -152,7 +157,10 @@ pub const BODY_KEPT: usize = 1 << 20;
 impl Request {
     /// The first value of the header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     /// Every value of the header `name`, in order.
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
@@ -182,6 +190,8 @@ struct Seen {
     requests: Mutex<Vec<Request>>,
     /// Request heads received, complete bodies or not.
     heads: AtomicUsize,
+    /// The request line of each head received.
+    head_lines: Mutex<Vec<String>>,
     /// TCP connections accepted.
     connections: AtomicUsize,
 }
@@ -353,7 +363,11 @@ impl Backend {
     /// The only request received; panics if there were none or several.
     pub fn only_request(&self) -> Request {
         let mut reqs = self.requests();
-        assert_eq!(reqs.len(), 1, "backend expected exactly one request, got {reqs:#?}");
+        assert_eq!(
+            reqs.len(),
+            1,
+            "backend expected exactly one request, got {reqs:#?}"
+        );
         reqs.pop().unwrap()
     }
 
@@ -365,6 +379,11 @@ impl Backend {
     /// How many request heads arrived, complete bodies or not.
     pub fn heads(&self) -> usize {
         self.seen.heads.load(Ordering::SeqCst)
+    }
+
+    /// The request line of every head received, complete bodies or not.
+    pub fn head_lines(&self) -> Vec<String> {
+        self.seen.head_lines.lock().unwrap().clone()
     }
 
     /// How many TCP connections were accepted.
@@ -409,8 +428,12 @@ fn reason(status: u16) -> &'static str {
 fn serve_backend_conn(stream: TcpStream, seen: &Seen, handler: &Handler) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    loop {
-        let Ok(Some(mut req)) = read_request_head(&mut reader) else { break };
+    while let Ok(Some(mut req)) = read_request_head(&mut reader) {
+        let line = req.head.split(|&b| b == b'\n').next().unwrap_or_default();
+        seen.head_lines
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(line).trim_end().to_string());
         seen.heads.fetch_add(1, Ordering::SeqCst);
         if read_request_body(&mut reader, &mut req).is_err() {
             break;
@@ -472,22 +495,23 @@ fn read_request_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<Request>
 
 fn read_request_body(r: &mut BufReader<TcpStream>, req: &mut Request) -> io::Result<()> {
     let mut hash = Fnv::new();
-    let mut take = |r: &mut BufReader<TcpStream>, req: &mut Request, mut n: u64| -> io::Result<()> {
-        while n > 0 {
-            let buf = r.fill_buf()?;
-            if buf.is_empty() {
-                return Err(io::ErrorKind::UnexpectedEof.into());
+    let mut take =
+        |r: &mut BufReader<TcpStream>, req: &mut Request, mut n: u64| -> io::Result<()> {
+            while n > 0 {
+                let buf = r.fill_buf()?;
+                if buf.is_empty() {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                let k = (buf.len() as u64).min(n) as usize;
+                hash.update(&buf[..k]);
+                let keep = BODY_KEPT.saturating_sub(req.body.len()).min(k);
+                req.body.extend_from_slice(&buf[..keep]);
+                req.body_len += k as u64;
+                r.consume(k);
+                n -= k as u64;
             }
-            let k = (buf.len() as u64).min(n) as usize;
-            hash.update(&buf[..k]);
-            let keep = BODY_KEPT.saturating_sub(req.body.len()).min(k);
-            req.body.extend_from_slice(&buf[..keep]);
-            req.body_len += k as u64;
-            r.consume(k);
-            n -= k as u64;
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     let chunked = req
         .headers_named("transfer-encoding")
         .iter()
@@ -508,7 +532,9 @@ fn read_request_body(r: &mut BufReader<TcpStream>, req: &mut Request) -> io::Res
             }
         }
     } else if let Some(len) = req.header("content-length") {
-        let len: u64 = len.parse().map_err(|_| io::Error::other("bad content-length"))?;
+        let len: u64 = len
+            .parse()
+            .map_err(|_| io::Error::other("bad content-length"))?;
         take(r, req, len)?;
     }
     req.body_hash = hash.finish();
@@ -526,7 +552,10 @@ fn read_crlf_line(r: &mut BufReader<TcpStream>) -> io::Result<String> {
 
 /// An address where nothing listens: bound to port 0, then released.
 pub fn dead_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// A listener whose accept queue is full, so that a new connect never completes its
@@ -551,7 +580,11 @@ pub fn unanswering_listener() -> Option<Unanswering> {
         match s.connect_timeout(&addr.into(), Duration::from_millis(500)) {
             Ok(()) => fillers.push(s),
             Err(_) => {
-                return Some(Unanswering { addr, _listener: listener, _fillers: fillers });
+                return Some(Unanswering {
+                    addr,
+                    _listener: listener,
+                    _fillers: fillers,
+                });
             }
         }
     }
@@ -593,7 +626,10 @@ pub fn start_balancer_on(backends: &[SocketAddr], extra: &[&str]) -> Balancer {
         .unwrap_or_else(|e| panic!("config from {args:?}: {e}"));
     let running = roundhouse::start(config).expect("start the balancer");
     let addr = running.local_addr();
-    Balancer { addr, _running: running }
+    Balancer {
+        addr,
+        _running: running,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -617,7 +653,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
         self.headers
@@ -630,7 +669,9 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     fn is_chunked(&self) -> bool {
-        self.headers_named("transfer-encoding").iter().any(|v| v.eq_ignore_ascii_case("chunked"))
+        self.headers_named("transfer-encoding")
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case("chunked"))
     }
 }
 
@@ -662,7 +703,12 @@ pub struct ResponseReader<R> {
 
 impl<R: Read> ResponseReader<R> {
     pub fn new(src: R) -> Self {
-        ResponseReader { src, buf: Vec::new(), pos: 0, ending: None }
+        ResponseReader {
+            src,
+            buf: Vec::new(),
+            pos: 0,
+            ending: None,
+        }
     }
 
     fn pending(&self) -> &[u8] {
@@ -689,8 +735,16 @@ impl<R: Read> ResponseReader<R> {
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => self.fill(),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                Err(io::Error::new(io::ErrorKind::TimedOut, "no data and no close from the balancer"))
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no data and no close from the balancer",
+                ))
             }
             Err(_) => {
                 // Reset, broken pipe: the connection is gone.
@@ -742,11 +796,19 @@ impl<R: Read> ResponseReader<R> {
                 }
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("connection ended inside a response head: {:?}", String::from_utf8_lossy(self.pending())),
+                    format!(
+                        "connection ended inside a response head: {:?}",
+                        String::from_utf8_lossy(self.pending())
+                    ),
                 ));
             }
         }
-        let end = self.pending().windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let end = self
+            .pending()
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap()
+            + 4;
         let head = self.pending()[..end].to_vec();
         self.pos += end;
         let text = String::from_utf8_lossy(&head[..end - 4]).into_owned();
@@ -764,7 +826,14 @@ impl<R: Read> ResponseReader<R> {
                 None => (l.to_string(), String::new()),
             })
             .collect();
-        Ok(Some(Response { version, status, headers, head, body: Vec::new(), complete: false }))
+        Ok(Some(Response {
+            version,
+            status,
+            headers,
+            head,
+            body: Vec::new(),
+            complete: false,
+        }))
     }
 
     /// Reads the body of `resp` (a response to a HEAD request if `head_request`), passing
@@ -780,7 +849,9 @@ impl<R: Read> ResponseReader<R> {
         }
         if resp.is_chunked() {
             loop {
-                let Some(line) = self.line()? else { return Ok(false) };
+                let Some(line) = self.line()? else {
+                    return Ok(false);
+                };
                 let line = String::from_utf8_lossy(&line).into_owned();
                 let size = line.split(';').next().unwrap_or("").trim();
                 let size = u64::from_str_radix(size, 16)
@@ -803,14 +874,16 @@ impl<R: Read> ResponseReader<R> {
                         return Err(io::Error::other(format!(
                             "no CRLF after chunk data: {:?}",
                             String::from_utf8_lossy(&l)
-                        )))
+                        )));
                     }
                     None => return Ok(false),
                 }
             }
         }
         if let Some(len) = resp.header("content-length") {
-            let len: u64 = len.parse().map_err(|_| io::Error::other(format!("bad content-length {len:?}")))?;
+            let len: u64 = len
+                .parse()
+                .map_err(|_| io::Error::other(format!("bad content-length {len:?}")))?;
             return Ok(self.take(len, sink)? == len);
         }
         // Close-delimited.
@@ -820,7 +893,9 @@ impl<R: Read> ResponseReader<R> {
 
     /// Reads one whole response; Ok(None) if the source ended before it started.
     pub fn read_response(&mut self, head_request: bool) -> io::Result<Option<Response>> {
-        let Some(mut resp) = self.read_head()? else { return Ok(None) };
+        let Some(mut resp) = self.read_head()? else {
+            return Ok(None);
+        };
         let mut body = Vec::new();
         resp.complete = self.read_body(&resp, head_request, &mut |b| body.extend_from_slice(b))?;
         resp.body = body;
@@ -857,7 +932,9 @@ impl Client {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         stream.set_write_timeout(Some(PATIENCE)).unwrap();
         let _ = stream.set_nodelay(true);
-        Client { reader: ResponseReader::new(stream) }
+        Client {
+            reader: ResponseReader::new(stream),
+        }
     }
 
     pub fn stream(&mut self) -> &mut TcpStream {
@@ -866,7 +943,9 @@ impl Client {
 
     /// Writes `bytes`; panics if that fails.
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.stream().write_all(bytes.as_ref()).expect("write to the balancer");
+        self.stream()
+            .write_all(bytes.as_ref())
+            .expect("write to the balancer");
     }
 
     /// Writes `bytes`, ignoring failure (the balancer may close early on purpose).
@@ -876,12 +955,16 @@ impl Client {
 
     /// Reads the next whole response; panics if there is none.
     pub fn response(&mut self) -> Response {
-        self.try_response(false).expect("read a response").expect("a response, not a closed connection")
+        self.try_response(false)
+            .expect("read a response")
+            .expect("a response, not a closed connection")
     }
 
     /// Reads the response to a HEAD request.
     pub fn head_response(&mut self) -> Response {
-        self.try_response(true).expect("read a response").expect("a response, not a closed connection")
+        self.try_response(true)
+            .expect("read a response")
+            .expect("a response, not a closed connection")
     }
 
     pub fn try_response(&mut self, head_request: bool) -> io::Result<Option<Response>> {
@@ -901,7 +984,9 @@ impl Client {
 
     /// Sends a GET for `/` with one extra header and reads the response.
     pub fn get_with_header(&mut self, name: &str, value: &str) -> Response {
-        self.send(format!("GET / HTTP/1.1\r\nHost: localhost\r\n{name}: {value}\r\n\r\n"));
+        self.send(format!(
+            "GET / HTTP/1.1\r\nHost: localhost\r\n{name}: {value}\r\n\r\n"
+        ));
         self.response()
     }
 }
@@ -932,7 +1017,9 @@ pub fn raw_request(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 /// One GET on a fresh connection: status and body.
 pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut c = Client::connect(addr);
-    c.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"));
+    c.send(format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    ));
     let r = c.response();
     (r.status, r.body_str())
 }
@@ -971,7 +1058,10 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
         if let Some(status) = p.child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "roundhouse {args:?} did not exit");
+        assert!(
+            Instant::now() < deadline,
+            "roundhouse {args:?} did not exit"
+        );
         thread::sleep(Duration::from_millis(5));
     };
     // The output threads finish once the pipes close.
@@ -998,12 +1088,18 @@ impl Proc {
         let out = Arc::new(Mutex::new(String::new()));
         let err = Arc::new(Mutex::new(String::new()));
         let done = Arc::new(AtomicUsize::new(0));
-        fn collect(src: impl Read + Send + 'static, into: Arc<Mutex<String>>, done: Arc<AtomicUsize>) {
+        fn collect(
+            src: impl Read + Send + 'static,
+            into: Arc<Mutex<String>>,
+            done: Arc<AtomicUsize>,
+        ) {
             thread::spawn(move || {
                 let mut r = BufReader::new(src);
                 let mut line = Vec::new();
                 while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                    into.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
+                    into.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&line));
                     line.clear();
                 }
                 done.fetch_add(1, Ordering::SeqCst);
@@ -1011,7 +1107,12 @@ impl Proc {
         }
         collect(child.stdout.take().unwrap(), out.clone(), done.clone());
         collect(child.stderr.take().unwrap(), err.clone(), done.clone());
-        Proc { child, out, err, done }
+        Proc {
+            child,
+            out,
+            err,
+            done,
+        }
     }
 
     pub fn stdout(&self) -> String {
