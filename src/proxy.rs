@@ -89,29 +89,31 @@ pub fn handle(
         user_agent: user_agent.as_ref(),
     };
 
-    let outcome = origin_form(&target, &mut headers).and_then(|path| {
-        headers::to_upstream(&mut headers, entry.peer.ip());
-        let mut body = conn.body(framing, expect_continue, proxy.max_body);
-        let forwarded = forward(
-            proxy,
-            &method,
-            path,
-            headers,
-            framing,
-            &mut body,
-            &mut entry.backend,
-        );
-        // A body the client broke off is the client's fault, whatever ureq made of it.
-        match body.failure() {
-            Some(client_fault) => Err((client_fault, Next::Close)),
-            // Unless the body was read to its end, the connection is not at a request
-            // boundary and cannot carry another request.
-            None if !body.is_finished() => forwarded.map_err(|e| (e, Next::Close)),
-            None if keep_alive => forwarded.map_err(|e| (e, Next::KeepAlive)),
-            None => forwarded.map_err(|e| (e, Next::Close)),
-        }
-        .map(|reply| (reply, keep_alive && body.is_finished()))
-    });
+    let outcome = check_declared_length(framing, proxy.max_body)
+        .and_then(|()| origin_form(&target, &mut headers))
+        .and_then(|path| {
+            headers::to_upstream(&mut headers, entry.peer.ip());
+            let mut body = conn.body(framing, expect_continue, proxy.max_body);
+            let forwarded = forward(
+                proxy,
+                &method,
+                path,
+                headers,
+                framing,
+                &mut body,
+                &mut entry.backend,
+            );
+            // A body the client broke off is the client's fault, whatever ureq made of it.
+            match body.failure() {
+                Some(client_fault) => Err((client_fault, Next::Close)),
+                // Unless the body was read to its end, the connection is not at a request
+                // boundary and cannot carry another request.
+                None if !body.is_finished() => forwarded.map_err(|e| (e, Next::Close)),
+                None if keep_alive => forwarded.map_err(|e| (e, Next::KeepAlive)),
+                None => forwarded.map_err(|e| (e, Next::Close)),
+            }
+            .map(|reply| (reply, keep_alive && body.is_finished()))
+        });
     let (reply, reusable) = match outcome {
         Ok(found) => found,
         Err((err, next)) => return answer_error(proxy, conn, scratch, err, next, entry),
@@ -144,9 +146,11 @@ pub fn handle(
 
 /// Sends the request to the first backend that takes it. A backend that refuses the
 /// connection (or does not complete it in time) is skipped: the request never left, so
-/// the next one gets it, body and all. A connection the backend closed before answering
-/// (typically a pooled one it had given up on) is retried once on the next backend when
-/// sending again is safe: no body, idempotent method.
+/// the next one gets it, body and all; when every backend has refused, the last refusal
+/// is the answer. A connection the backend closed before answering (typically a pooled
+/// one it had given up on) is retried once, on the next backend (or the same one, on a
+/// fresh connection, if it is the only one), when sending again is safe: no body,
+/// idempotent method.
 fn forward(
     proxy: &Proxy,
     method: &Method,
@@ -157,46 +161,52 @@ fn forward(
     tried: &mut Option<SocketAddr>,
 ) -> Result<Reply, ProxyError> {
     let count = proxy.balancer.backends().len();
-    let mut headers = Some(headers);
-    let mut last = ProxyError::NoBackend;
+    let mut refused = 0;
     let mut resent = false;
-    for (i, backend) in proxy.balancer.candidates().enumerate() {
+    for backend in proxy.balancer.candidates().cycle() {
         let upstream = &backend.upstream;
         *tried = Some(upstream.addr());
-        // ureq consumes the headers: keep a copy while another attempt may follow.
-        let attempt_headers = if i + 1 == count {
-            headers.take()
-        } else {
-            headers.clone()
-        };
         let request_body = match framing {
             Framing::None => RequestBody::Empty,
             Framing::Length(len) => RequestBody::Sized(len, body as &mut dyn Read),
             Framing::Chunked => RequestBody::Chunked(body as &mut dyn Read),
         };
-        match upstream.send(
-            method,
-            target,
-            attempt_headers.unwrap_or_default(),
-            request_body,
-        ) {
+        // ureq consumes the headers; another attempt may need them.
+        let err = match upstream.send(method, target, headers.clone(), request_body) {
             Ok(reply) => return Ok(reply),
-            Err(err @ ProxyError::Connect { .. }) => {
-                if i + 1 < count {
-                    eprintln!("roundhouse: {err}; trying the next backend");
+            Err(err) => err,
+        };
+        match err {
+            ProxyError::Connect { .. } => {
+                refused += 1;
+                if refused == count {
+                    return Err(err);
                 }
-                last = err;
+                eprintln!("roundhouse: {err}; trying the next backend");
             }
-            Err(err @ ProxyError::Reset { .. })
+            ProxyError::Reset { .. }
                 if !resent && framing == Framing::None && idempotent(method) =>
             {
                 resent = true;
-                last = err;
             }
-            Err(err) => return Err(err),
+            err => return Err(err),
         }
     }
-    Err(last)
+    Err(ProxyError::NoBackend)
+}
+
+/// A body announced larger than `--max-body` is refused from the head alone, before any
+/// backend hears of the request. (A chunked body is counted as it is read, in `http1/`.)
+fn check_declared_length(
+    framing: Framing,
+    max_body: Option<u64>,
+) -> Result<(), (ProxyError, Next)> {
+    match (framing, max_body) {
+        (Framing::Length(len), Some(max)) if len > max => {
+            Err((ProxyError::BodyTooLarge, Next::Close))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Methods that mean the same when sent twice (RFC 9110 §9.2.2).

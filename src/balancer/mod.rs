@@ -52,7 +52,7 @@ impl Balancer {
 
     /// The backends to try for one request, in order: the strategy's pick, then the
     /// others once each (wrapping around from the pick).
-    pub fn candidates(&self) -> impl Iterator<Item = &Backend> {
+    pub fn candidates(&self) -> impl Iterator<Item = &Backend> + Clone {
         let first = self.strategy.pick();
         let n = self.backends.len();
         (0..n).map(move |i| &self.backends[(first + i) % n])

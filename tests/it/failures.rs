@@ -1,9 +1,10 @@
 //! Failures on the backend side and overload: which status the client gets, and that a
 //! failing backend is skipped when the request never reached it.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, mpsc};
 use std::thread;
 
 use crate::support::*;
@@ -151,4 +152,56 @@ fn backend_closing_each_keep_alive_connection_does_not_fail_requests() {
         );
     }
     assert_eq!(backend.count(), 10);
+}
+
+/// A backend that answers the first request on each connection and keeps it open, then
+/// closes the connection when the next request arrives on it, without answering: what a
+/// backend that gave up on an idle pooled connection looks like to the balancer.
+fn backend_closing_on_second_request() -> Backend {
+    let served = std::sync::Mutex::new(std::collections::HashSet::new());
+    Backend::start(move |_, stream| {
+        let peer = stream.peer_addr()?;
+        if served.lock().unwrap().insert(peer) {
+            stream.write_all(&response(200, &[], b"ok"))?;
+            Ok(Next::KeepAlive)
+        } else {
+            Ok(Next::Close)
+        }
+    })
+}
+
+#[test]
+fn idempotent_request_is_resent_once_when_the_backend_closes_before_answering() {
+    let backend = backend_closing_on_second_request();
+    let lb = start_balancer(&[&backend], &[]);
+    let mut c = Client::connect(lb.addr);
+    assert_eq!(c.get("/first").status, 200);
+    // Goes out on the pooled connection, which the backend closes: sent again on a
+    // fresh connection, where it is answered.
+    let r = c.get("/second");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok"));
+    assert_eq!(
+        backend.head_lines(),
+        [
+            "GET /first HTTP/1.1",
+            "GET /second HTTP/1.1",
+            "GET /second HTTP/1.1"
+        ]
+    );
+    assert_eq!(backend.connections(), 2);
+}
+
+#[test]
+fn request_with_a_body_is_not_resent_when_the_backend_closes_before_answering() {
+    let backend = backend_closing_on_second_request();
+    let lb = start_balancer(&[&backend], &[]);
+    let mut c = Client::connect(lb.addr);
+    assert_eq!(c.get("/first").status, 200);
+    c.send("POST /order HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello");
+    let r = c.response();
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(
+        backend.head_lines(),
+        ["GET /first HTTP/1.1", "POST /order HTTP/1.1"]
+    );
 }

@@ -3,7 +3,7 @@
 //! behind it are never read as a next request.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -389,5 +389,15 @@ fn connect_method_is_501() {
     assert_refused(
         "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
         501,
+    );
+}
+
+#[test]
+fn fragment_in_the_request_target_is_400() {
+    // ureq would drop the `#...` silently; a target is forwarded byte for byte or not at all.
+    assert_refused_and_closed(
+        b"GET /page#top HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        400,
+        &[],
     );
 }
