@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test check clean
+.PHONY: all build run test check clean bench bench-scale
 
 all: build
 
@@ -26,6 +26,16 @@ check:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --no-deps
+
+# Side by side with nginx, HAProxy and the blog's Go balancer (needs wrk, nginx-light,
+# haproxy, golang-go and the shared harness; see README "Benchmark").
+# Pass harness options with ARGS, e.g. make bench ARGS="--scenarios S1,S5 --reps 3".
+bench: build
+	scripts/bench.sh $(ARGS)
+
+# How req/s and memory grow with client connections and backends (needs wrk, nginx).
+bench-scale: build
+	scripts/scale.sh
 
 clean:
 	$(CARGO) clean
