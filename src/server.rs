@@ -67,10 +67,19 @@ pub fn start(config: Config) -> io::Result<Running> {
         waiting_room,
         client_timeout: config.client_timeout,
     });
-    pool::start(config.workers, WORKER_STACK, ready_rx, move |_| {
-        let shared = shared.clone();
-        let mut scratch = Scratch::default();
-        move |client| connection::serve(&shared, &mut scratch, client)
+    // Workers start from a thread of their own: hundreds of spawns take tens of
+    // milliseconds, and the first connections (queued meanwhile) need only the first
+    // workers.
+    let workers = config.workers;
+    thread::Builder::new().name("spawner".into()).spawn(move || {
+        let started = pool::start(workers, WORKER_STACK, ready_rx, move |_| {
+            let shared = shared.clone();
+            let mut scratch = Scratch::default();
+            move |client| connection::serve(&shared, &mut scratch, client)
+        });
+        if let Err(err) = started {
+            eprintln!("roundhouse: cannot start all {workers} workers: {err}");
+        }
     })?;
 
     let client_timeout = config.client_timeout;
