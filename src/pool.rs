@@ -1,60 +1,157 @@
-//! The worker pool: a fixed number of named threads that take jobs from one bounded
-//! crossbeam queue and run a handler on each. It knows no HTTP: `server.rs` gives it a
-//! handler that serves a client connection (`connection::serve`).
+//! The worker pool: named threads that take jobs from one bounded crossbeam queue and run
+//! a handler on each. At most `--workers` threads; they are started as the load needs
+//! them (a job waiting and no worker idle) and then stay, so an idle balancer holds a few
+//! threads and a busy one all of them. It knows no HTTP: `server.rs` gives it a handler
+//! that serves a client connection (`connection::serve`), and the listener and the
+//! waiting room submit connections.
 
 use std::io;
 use std::num::NonZeroUsize;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
-/// Starts `workers` threads with small stacks. Each calls `make_handler(id)` once, so a
-/// handler can own per-thread scratch buffers, then runs it on every job until the queue
-/// is closed and empty. A panicking job costs that job only: the worker goes on.
-pub fn start<T, H, F>(
-    workers: NonZeroUsize,
+/// Workers started up front: enough to serve the first requests at once.
+const INITIAL_WORKERS: usize = 4;
+
+/// Makes one worker's job handler; called once in each new worker thread, so that a
+/// handler can own per-thread scratch buffers.
+type MakeHandler<T> = dyn Fn(usize) -> Box<dyn FnMut(T)> + Send + Sync;
+
+/// The submitting side of the pool; cheap to clone.
+pub struct Pool<T> {
+    jobs: Sender<T>,
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for Pool<T> {
+    fn clone(&self) -> Self {
+        Pool {
+            jobs: self.jobs.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct Shared<T> {
+    queue: Receiver<T>,
+    max: usize,
     stack_size: usize,
-    jobs: Receiver<T>,
-    make_handler: F,
-) -> io::Result<Vec<thread::JoinHandle<()>>>
-where
-    T: Send + 'static,
-    H: FnMut(T),
-    F: Fn(usize) -> H + Send + Sync + Clone + 'static,
-{
-    (0..workers.get())
-        .map(|id| {
-            let jobs = jobs.clone();
-            let make_handler = make_handler.clone();
-            thread::Builder::new()
-                .name(format!("worker-{id}"))
-                .stack_size(stack_size)
-                .spawn(move || {
-                    let mut handle = make_handler(id);
-                    for job in jobs {
-                        // The job (and so its connection) is dropped while unwinding.
-                        if panic::catch_unwind(AssertUnwindSafe(|| handle(job))).is_err() {
-                            eprintln!(
-                                "worker-{id}: a request handler panicked; its connection was closed"
-                            );
-                        }
-                    }
-                })
-        })
-        .collect()
+    /// Threads started so far; only grows, up to `max`.
+    started: AtomicUsize,
+    /// Workers waiting for a job right now.
+    idle: AtomicUsize,
+    make_handler: Box<MakeHandler<T>>,
+}
+
+impl<T: Send + 'static> Pool<T> {
+    /// A pool of at most `workers` threads with small stacks over a queue of `queue`
+    /// jobs. A panicking job costs that job only: its worker goes on.
+    pub fn start<H>(
+        workers: NonZeroUsize,
+        queue: NonZeroUsize,
+        stack_size: usize,
+        make_handler: impl Fn(usize) -> H + Send + Sync + 'static,
+    ) -> io::Result<Pool<T>>
+    where
+        H: FnMut(T) + 'static,
+    {
+        let (jobs, queue) = bounded(queue.get());
+        let pool = Pool {
+            jobs,
+            shared: Arc::new(Shared {
+                queue,
+                max: workers.get(),
+                stack_size,
+                started: AtomicUsize::new(0),
+                idle: AtomicUsize::new(0),
+                make_handler: Box::new(move |id| Box::new(make_handler(id))),
+            }),
+        };
+        for _ in 0..INITIAL_WORKERS.min(workers.get()) {
+            spawn_worker(&pool.shared)?;
+        }
+        Ok(pool)
+    }
+
+    /// Queues a job without waiting; a full queue hands it back.
+    pub fn try_submit(&self, job: T) -> Result<(), TrySendError<T>> {
+        self.jobs.try_send(job)?;
+        grow_if_needed(&self.shared);
+        Ok(())
+    }
+
+    /// Jobs waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Worker threads started so far.
+    pub fn workers(&self) -> usize {
+        self.shared.started.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts one more worker if jobs are waiting that no idle worker will take. Checked
+/// by the submitter and again by every worker that takes a job, so that a job queued in
+/// a race with a worker going idle still finds a thread.
+fn grow_if_needed<T: Send + 'static>(shared: &Arc<Shared<T>>) {
+    // Relaxed: a stale count costs at most one spawn too many or a later re-check.
+    if shared.queue.len() > shared.idle.load(Ordering::Relaxed)
+        && shared.started.load(Ordering::Relaxed) < shared.max
+        && let Err(err) = spawn_worker(shared)
+    {
+        eprintln!("roundhouse: cannot start another worker: {err}");
+    }
+}
+
+fn spawn_worker<T: Send + 'static>(shared: &Arc<Shared<T>>) -> io::Result<()> {
+    // Claim a thread number below the limit; lose the race, start nothing.
+    let id = shared.started.fetch_add(1, Ordering::Relaxed);
+    if id >= shared.max {
+        shared.started.fetch_sub(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    let pool = shared.clone();
+    let spawned = thread::Builder::new()
+        .name(format!("worker-{id}"))
+        .stack_size(shared.stack_size)
+        .spawn(move || {
+            let mut handle = (pool.make_handler)(id);
+            loop {
+                pool.idle.fetch_add(1, Ordering::Relaxed);
+                let job = pool.queue.recv();
+                pool.idle.fetch_sub(1, Ordering::Relaxed);
+                let Ok(job) = job else { return };
+                grow_if_needed(&pool);
+                // The job (and so its connection) is dropped while unwinding.
+                if panic::catch_unwind(AssertUnwindSafe(|| handle(job))).is_err() {
+                    eprintln!("worker-{id}: a request handler panicked; its connection was closed");
+                }
+            }
+        });
+    if spawned.is_err() {
+        shared.started.fetch_sub(1, Ordering::Relaxed);
+    }
+    spawned.map(drop)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossbeam_channel::bounded;
+    use std::sync::Barrier;
+
+    fn nz(n: usize) -> NonZeroUsize {
+        NonZeroUsize::new(n).unwrap()
+    }
 
     #[test]
     fn a_panicking_job_costs_only_itself() {
-        let (jobs_tx, jobs_rx) = bounded::<u32>(8);
         let (done_tx, done_rx) = bounded::<u32>(8);
-        let workers = start(NonZeroUsize::MIN, 256 * 1024, jobs_rx, move |_| {
+        let pool = Pool::start(nz(1), nz(8), 256 * 1024, move |_| {
             let done = done_tx.clone();
             move |job: u32| {
                 if job == 2 {
@@ -65,13 +162,63 @@ mod tests {
         })
         .unwrap();
         for job in 1..=3 {
-            jobs_tx.send(job).unwrap();
-        }
-        drop(jobs_tx);
-        for w in workers {
-            w.join().unwrap();
+            pool.try_submit(job).unwrap();
         }
         // The one worker survived job 2 and went on to job 3.
-        assert_eq!(done_rx.try_iter().collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(done_rx.recv().unwrap(), 1);
+        assert_eq!(done_rx.recv().unwrap(), 3);
+        assert_eq!(pool.workers(), 1);
+    }
+
+    #[test]
+    fn grows_to_the_limit_when_every_worker_is_busy_and_no_further() {
+        // Ten jobs that all block until ten are running at once: that needs ten threads,
+        // more than the initial few; the limit of ten is never passed.
+        let running = Arc::new(Barrier::new(10 + 1));
+        let pool = Pool::start(nz(10), nz(64), 256 * 1024, {
+            let running = running.clone();
+            move |_| {
+                let running = running.clone();
+                move |job: u32| {
+                    if job < 10 {
+                        running.wait();
+                    }
+                }
+            }
+        })
+        .unwrap();
+        assert!(pool.workers() <= INITIAL_WORKERS);
+        for job in 0..10 {
+            pool.try_submit(job).unwrap();
+        }
+        running.wait();
+        assert_eq!(pool.workers(), 10);
+        for job in 10..30 {
+            pool.try_submit(job).unwrap();
+        }
+        assert!(pool.workers() <= 10);
+    }
+
+    #[test]
+    fn a_full_queue_hands_the_job_back() {
+        let gate = Arc::new(Barrier::new(2));
+        let pool = Pool::start(nz(1), nz(1), 256 * 1024, {
+            let gate = gate.clone();
+            move |_| {
+                let gate = gate.clone();
+                move |_job: u32| {
+                    gate.wait();
+                }
+            }
+        })
+        .unwrap();
+        pool.try_submit(1).unwrap(); // taken by the one worker, which blocks
+        while pool.queued() > 0 {
+            thread::yield_now();
+        }
+        pool.try_submit(2).unwrap(); // waits in the queue
+        assert!(matches!(pool.try_submit(3), Err(TrySendError::Full(3))));
+        gate.wait();
+        gate.wait();
     }
 }

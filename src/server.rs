@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
 
-use crossbeam_channel::{TrySendError, bounded};
+use crossbeam_channel::TrySendError;
 
 use crate::access_log::AccessLog;
 use crate::balancer::Balancer;
 use crate::config::Config;
 use crate::connection::{self, Client, Shared};
 use crate::listener;
-use crate::pool;
+use crate::pool::Pool;
 use crate::proxy::{Proxy, Scratch};
 use crate::upstream::Settings;
 use crate::waiting_room::WaitingRoom;
@@ -58,29 +58,19 @@ pub fn start(config: Config) -> io::Result<Running> {
         log: AccessLog::new(config.log),
     };
 
-    // Connections with a request ready, waiting for a worker.
-    let (ready_tx, ready_rx) = bounded::<Client>(config.queue.get());
-    let waiting_room =
-        WaitingRoom::start(ready_tx.clone(), config.idle_timeout, connection::turn_away)?;
+    let (waiting_room, room) = WaitingRoom::new(config.idle_timeout)?;
     let shared = Arc::new(Shared {
         proxy,
         waiting_room,
         client_timeout: config.client_timeout,
     });
-    // Workers start from a thread of their own: hundreds of spawns take tens of
-    // milliseconds, and the first connections (queued meanwhile) need only the first
-    // workers.
-    let workers = config.workers;
-    thread::Builder::new().name("spawner".into()).spawn(move || {
-        let started = pool::start(workers, WORKER_STACK, ready_rx, move |_| {
-            let shared = shared.clone();
-            let mut scratch = Scratch::default();
-            move |client| connection::serve(&shared, &mut scratch, client)
-        });
-        if let Err(err) = started {
-            eprintln!("roundhouse: cannot start all {workers} workers: {err}");
-        }
+    // Connections with a request ready wait in the pool's queue for a worker.
+    let pool = Pool::start(config.workers, config.queue, WORKER_STACK, move |_| {
+        let shared = shared.clone();
+        let mut scratch = Scratch::default();
+        move |client| connection::serve(&shared, &mut scratch, client)
     })?;
+    room.start(pool.clone(), connection::turn_away)?;
 
     let client_timeout = config.client_timeout;
     let max_connections = config.max_connections.get();
@@ -89,7 +79,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         .spawn(move || {
             listener::run(listener, max_connections, |stream, peer, slot| {
                 let client = Client::new(stream, peer, slot, client_timeout);
-                match ready_tx.try_send(client) {
+                match pool.try_submit(client) {
                     Ok(()) => {}
                     // Every worker busy and the queue full: a quick 503 beats a client timeout.
                     Err(TrySendError::Full(client) | TrySendError::Disconnected(client)) => {

@@ -13,6 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, unbounded};
+
+use crate::pool::Pool;
 use polling::{Event, Events, Poller};
 use slab::Slab;
 
@@ -26,13 +28,9 @@ pub struct WaitingRoom {
 }
 
 impl WaitingRoom {
-    /// Starts the waiting-room thread. Readable connections go to `ready`; a full queue
-    /// gets them turned away by `on_full`.
-    pub fn start(
-        ready: Sender<Client>,
-        idle_timeout: Duration,
-        on_full: impl Fn(Client) + Send + 'static,
-    ) -> io::Result<WaitingRoom> {
+    /// Makes the waiting room: the handle workers park connections with, and the room
+    /// itself, to be started with `Room::start` once the pool it feeds exists.
+    pub fn new(idle_timeout: Duration) -> io::Result<(WaitingRoom, Room)> {
         let poller = Arc::new(Poller::new()?);
         let (arrivals, arrivals_rx) = unbounded();
         let room = Room {
@@ -43,10 +41,7 @@ impl WaitingRoom {
             next_seq: 0,
             idle_timeout,
         };
-        thread::Builder::new()
-            .name("waiting-room".into())
-            .spawn(move || room.run(ready, on_full))?;
-        Ok(WaitingRoom { arrivals, poller })
+        Ok((WaitingRoom { arrivals, poller }, room))
     }
 
     /// Parks an idle connection until its next request arrives or it times out.
@@ -64,7 +59,8 @@ struct Parked {
     seq: u64,
 }
 
-struct Room {
+/// The waiting room's own side: the parked connections, run by its thread.
+pub struct Room {
     poller: Arc<Poller>,
     arrivals: Receiver<Client>,
     parked: Slab<Parked>,
@@ -77,7 +73,20 @@ struct Room {
 }
 
 impl Room {
-    fn run(mut self, ready: Sender<Client>, on_full: impl Fn(Client)) {
+    /// Starts the waiting-room thread. Readable connections go to the workers; a full
+    /// queue gets them turned away by `on_full`.
+    pub fn start(
+        self,
+        ready: Pool<Client>,
+        on_full: impl Fn(Client) + Send + 'static,
+    ) -> io::Result<()> {
+        thread::Builder::new()
+            .name("waiting-room".into())
+            .spawn(move || self.run(ready, on_full))
+            .map(drop)
+    }
+
+    fn run(mut self, ready: Pool<Client>, on_full: impl Fn(Client)) {
         let mut events = Events::new();
         loop {
             let timeout = self
@@ -96,7 +105,7 @@ impl Room {
                     continue;
                 };
                 let _ = self.poller.delete(parked.client.conn.stream());
-                match ready.try_send(parked.client) {
+                match ready.try_submit(parked.client) {
                     Ok(()) => {}
                     Err(TrySendError::Full(client)) => on_full(client),
                     Err(TrySendError::Disconnected(_)) => return,
