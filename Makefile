@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test check clean bench bench-scale
+.PHONY: all build run test check clean bench bench-scale bench-pick
 
 all: build
 
@@ -32,6 +32,10 @@ check:
 # Pass harness options with ARGS, e.g. make bench ARGS="--scenarios S1,S5 --reps 3".
 bench: build
 	scripts/bench.sh $(ARGS)
+
+# ns per pick for every strategy, 2/16/256 backends, 1/2/8 threads (no network).
+bench-pick:
+	$(CARGO) bench --locked --bench pick
 
 # How req/s and memory grow with client connections and backends (needs wrk, nginx).
 bench-scale: build

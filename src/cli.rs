@@ -15,9 +15,23 @@ pub struct Args {
     #[argh(option)]
     pub backend: Vec<String>,
 
-    /// how to pick a backend: round-robin (default: round-robin)
+    /// how to pick a backend: round-robin (smooth weighted), random (by weight),
+    /// least-conn (fewest in flight per weight), p2c (less loaded of two random),
+    /// least-time (lowest latency × in flight), ip-hash (consistent, by client /24),
+    /// hash (consistent, see --hash-key) (default: round-robin)
     #[argh(option, default = "String::from(\"round-robin\")")]
     pub strategy: String,
+
+    /// with --strategy hash, what to hash: ip, header:NAME, cookie:NAME or path (without
+    /// the query); requests without the header or cookie are spread (default: ip)
+    #[argh(option)]
+    pub hash_key: Option<String>,
+
+    /// with --strategy hash, bounded load: no backend takes more than this many times
+    /// its share of the requests in flight, so a hot key spills over; at least 1,
+    /// e.g. 1.25 (default: off, a key never moves for load)
+    #[argh(option)]
+    pub hash_balance_factor: Option<String>,
 
     /// worker threads, each serving one connection at a time (default: 512)
     #[argh(option, default = "512")]

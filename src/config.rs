@@ -6,6 +6,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
+use ureq::http::HeaderName;
+
 use crate::cli::{self, Args};
 
 /// Largest request head (request line and header fields) accepted; more gets 431.
@@ -40,17 +42,66 @@ pub struct BackendSpec {
     pub weight: NonZeroU32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a backend is picked for each request; see `balancer/` for each one's algorithm.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Strategy {
+    /// Smooth weighted round robin (nginx's).
     RoundRobin,
+    /// A random backend, by weight.
+    Random,
+    /// Fewest requests in flight per weight.
+    LeastConn,
+    /// The less loaded of two random backends.
+    PowerOfTwo,
+    /// Lowest peak-EWMA latency × (requests in flight + 1), per weight.
+    LeastTime,
+    /// Consistent hashing of the client's network (nginx's `ip_hash` key).
+    IpHash,
+    /// Consistent hashing of `key`; with a balance factor, bounded load.
+    Hash {
+        key: HashKey,
+        /// At least 1: no backend takes more than this times its share of the
+        /// requests in flight. `None`: keys never move for load.
+        balance_factor: Option<f64>,
+    },
 }
 
+/// The strategies' names as `--strategy` takes them, in the order `--help` lists them.
+pub const STRATEGIES: [&str; 7] = [
+    "round-robin",
+    "random",
+    "least-conn",
+    "p2c",
+    "least-time",
+    "ip-hash",
+    "hash",
+];
+
 impl Strategy {
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Self::RoundRobin => "round-robin",
+            Self::Random => "random",
+            Self::LeastConn => "least-conn",
+            Self::PowerOfTwo => "p2c",
+            Self::LeastTime => "least-time",
+            Self::IpHash => "ip-hash",
+            Self::Hash { .. } => "hash",
         }
     }
+}
+
+/// What `--strategy hash` hashes (`--hash-key`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's address (the default).
+    Ip,
+    /// The value of a request header; requests without it are spread.
+    Header(HeaderName),
+    /// The value of a cookie; requests without it are spread.
+    Cookie(String),
+    /// The path, without the query string.
+    Path,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,14 +140,11 @@ impl Config {
             listen,
             backends,
             default_backends,
-            strategy: match args.strategy.as_str() {
-                "round-robin" => Strategy::RoundRobin,
-                other => {
-                    return Err(format!(
-                        "--strategy: unknown strategy '{other}' (known: round-robin)"
-                    ));
-                }
-            },
+            strategy: strategy(
+                &args.strategy,
+                args.hash_key.as_deref(),
+                args.hash_balance_factor.as_deref(),
+            )?,
             workers: nonzero("--workers", args.workers)?,
             queue: nonzero("--queue", args.queue)?,
             max_connections: nonzero("--max-connections", args.max_connections)?,
@@ -120,6 +168,79 @@ impl Config {
                 }
             },
         })
+    }
+}
+
+/// `--strategy` with the flags that only `hash` takes.
+fn strategy(
+    name: &str,
+    key: Option<&str>,
+    balance_factor: Option<&str>,
+) -> Result<Strategy, String> {
+    let strategy = match name {
+        "round-robin" => Strategy::RoundRobin,
+        "random" => Strategy::Random,
+        "least-conn" => Strategy::LeastConn,
+        "p2c" => Strategy::PowerOfTwo,
+        "least-time" => Strategy::LeastTime,
+        "ip-hash" => Strategy::IpHash,
+        "hash" => Strategy::Hash {
+            key: key.map_or(Ok(HashKey::Ip), hash_key)?,
+            balance_factor: balance_factor.map(parse_balance_factor).transpose()?,
+        },
+        other => {
+            return Err(format!(
+                "--strategy: unknown strategy '{other}' (known: {})",
+                STRATEGIES.join(", ")
+            ));
+        }
+    };
+    if !matches!(strategy, Strategy::Hash { .. }) {
+        if key.is_some() {
+            return Err(format!(
+                "--hash-key: only with --strategy hash, not --strategy {name}"
+            ));
+        }
+        if balance_factor.is_some() {
+            return Err(format!(
+                "--hash-balance-factor: only with --strategy hash, not --strategy {name}"
+            ));
+        }
+    }
+    Ok(strategy)
+}
+
+/// `ip`, `header:NAME`, `cookie:NAME` or `path`.
+fn hash_key(s: &str) -> Result<HashKey, String> {
+    let bad = |why: &str| format!("--hash-key: '{s}' {why}");
+    match s.split_once(':') {
+        None if s == "ip" => Ok(HashKey::Ip),
+        None if s == "path" => Ok(HashKey::Path),
+        Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
+            .map(HashKey::Header)
+            .map_err(|_| bad("does not name a header field")),
+        Some(("cookie", name))
+            if !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)) =>
+        {
+            Ok(HashKey::Cookie(name.to_owned()))
+        }
+        Some(("cookie", _)) => Err(bad("does not name a cookie")),
+        _ => Err(bad(
+            "is not a key (known: ip, header:NAME, cookie:NAME, path)",
+        )),
+    }
+}
+
+/// A number of at least 1, like `1.25`.
+fn parse_balance_factor(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 1.0 => Ok(f),
+        _ => Err(format!(
+            "--hash-balance-factor: '{s}' is not a number of at least 1 (example: 1.25)"
+        )),
     }
 }
 
@@ -246,5 +367,83 @@ mod tests {
         assert!(err.starts_with("--workers"), "{err}");
         let err = Config::from_args(&["--strategy", "nope"]).unwrap_err();
         assert!(err.contains("'nope'"), "{err}");
+    }
+
+    #[test]
+    fn every_strategy_is_known_by_its_name() {
+        for name in STRATEGIES {
+            let c = Config::from_args(&["--strategy", name]).unwrap();
+            assert_eq!(c.strategy.name(), name);
+        }
+        assert_eq!(
+            Config::from_args(&[]).unwrap().strategy,
+            Strategy::RoundRobin
+        );
+    }
+
+    #[test]
+    fn hash_keys_and_balance_factor() {
+        let hash = |extra: &[&str]| {
+            let mut args = vec!["--strategy", "hash"];
+            args.extend_from_slice(extra);
+            Config::from_args(&args).map(|c| c.strategy)
+        };
+        assert_eq!(
+            hash(&[]),
+            Ok(Strategy::Hash {
+                key: HashKey::Ip,
+                balance_factor: None
+            })
+        );
+        assert_eq!(
+            hash(&[
+                "--hash-key",
+                "header:X-User",
+                "--hash-balance-factor",
+                "1.25"
+            ]),
+            Ok(Strategy::Hash {
+                key: HashKey::Header(HeaderName::from_static("x-user")),
+                balance_factor: Some(1.25)
+            })
+        );
+        assert!(matches!(
+            hash(&["--hash-key", "cookie:sid"]),
+            Ok(Strategy::Hash { key: HashKey::Cookie(c), .. }) if c == "sid"
+        ));
+        assert!(matches!(
+            hash(&["--hash-key", "path"]),
+            Ok(Strategy::Hash {
+                key: HashKey::Path,
+                ..
+            })
+        ));
+        for bad in [
+            "header:",
+            "header:a b",
+            "cookie:",
+            "cookie:a;b",
+            "url",
+            "ip:x",
+        ] {
+            let err = hash(&["--hash-key", bad]).unwrap_err();
+            assert!(err.starts_with("--hash-key: '"), "{err}");
+        }
+        for bad in ["0.5", "-1", "NaN", "inf", "lots"] {
+            let err = hash(&["--hash-balance-factor", bad]).unwrap_err();
+            assert!(err.starts_with("--hash-balance-factor: '"), "{err}");
+        }
+    }
+
+    #[test]
+    fn hash_flags_need_the_hash_strategy() {
+        let err = Config::from_args(&["--hash-key", "path"]).unwrap_err();
+        assert!(
+            err.starts_with("--hash-key: only with --strategy hash"),
+            "{err}"
+        );
+        let err = Config::from_args(&["--strategy", "ip-hash", "--hash-balance-factor", "2"])
+            .unwrap_err();
+        assert!(err.starts_with("--hash-balance-factor:"), "{err}");
     }
 }

@@ -11,7 +11,7 @@ use ureq::http::header::{self, HeaderMap, HeaderValue};
 use ureq::http::{Method, Uri};
 
 use crate::access_log::{AccessLog, Entry};
-use crate::balancer::Balancer;
+use crate::balancer::{Balancer, Candidates, InFlight, PickContext};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::http1::{
@@ -92,10 +92,16 @@ pub fn handle(
     let outcome = check_declared_length(framing, proxy.max_body)
         .and_then(|()| origin_form(&target, &mut headers))
         .and_then(|path| {
+            // The pick sees the request as the client sent it, before the header policy.
+            let candidates = proxy.balancer.candidates(&PickContext {
+                client: entry.peer.ip(),
+                path,
+                headers: &headers,
+            });
             headers::to_upstream(&mut headers, entry.peer.ip());
             let mut body = conn.body(framing, expect_continue, proxy.max_body);
             let forwarded = forward(
-                proxy,
+                candidates,
                 &method,
                 path,
                 headers,
@@ -114,7 +120,8 @@ pub fn handle(
             }
             .map(|reply| (reply, keep_alive && body.is_finished()))
         });
-    let (reply, reusable) = match outcome {
+    // `_in_flight` counts the request against its backend until the answer is relayed.
+    let ((reply, _in_flight), reusable) = match outcome {
         Ok(found) => found,
         Err((err, next)) => return answer_error(proxy, conn, scratch, err, next, entry),
     };
@@ -150,20 +157,21 @@ pub fn handle(
 /// is the answer. A connection the backend closed before answering (typically a pooled
 /// one it had given up on) is retried once, on the next backend (or the same one, on a
 /// fresh connection, if it is the only one), when sending again is safe: no body,
-/// idempotent method.
-fn forward(
-    proxy: &Proxy,
+/// idempotent method. No candidate at all (none available) is `NoBackend`.
+fn forward<'p>(
+    candidates: Candidates<'p>,
     method: &Method,
     target: &str,
     headers: HeaderMap,
     framing: Framing,
     body: &mut BodyReader<'_>,
     tried: &mut Option<SocketAddr>,
-) -> Result<Reply, ProxyError> {
-    let count = proxy.balancer.backends().len();
+) -> Result<(Reply, InFlight<'p>), ProxyError> {
+    // How many candidates there are, counted at the first refusal only.
+    let mut count = None;
     let mut refused = 0;
     let mut resent = false;
-    for backend in proxy.balancer.candidates().cycle() {
+    for backend in candidates.clone().cycle() {
         let upstream = &backend.upstream;
         *tried = Some(upstream.addr());
         let request_body = match framing {
@@ -171,15 +179,20 @@ fn forward(
             Framing::Length(len) => RequestBody::Sized(len, body as &mut dyn Read),
             Framing::Chunked => RequestBody::Chunked(body as &mut dyn Read),
         };
+        let in_flight = backend.start();
+        let sent = Instant::now();
         // ureq consumes the headers; another attempt may need them.
         let err = match upstream.send(method, target, headers.clone(), request_body) {
-            Ok(reply) => return Ok(reply),
+            Ok(reply) => {
+                in_flight.record(sent.elapsed());
+                return Ok((reply, in_flight));
+            }
             Err(err) => err,
         };
         match err {
             ProxyError::Connect { .. } => {
                 refused += 1;
-                if refused == count {
+                if refused >= *count.get_or_insert_with(|| candidates.clone().count()) {
                     return Err(err);
                 }
                 eprintln!("roundhouse: {err}; trying the next backend");
@@ -188,6 +201,11 @@ fn forward(
                 if !resent && framing == Framing::None && idempotent(method) =>
             {
                 resent = true;
+            }
+            // No answer in time is a sample too: at least that slow.
+            ProxyError::Timeout { .. } => {
+                in_flight.record(sent.elapsed());
+                return Err(err);
             }
             err => return Err(err),
         }

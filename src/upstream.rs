@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use ureq::http::{HeaderMap, HeaderValue, Method, Request, Uri, Version, header};
 use ureq::unversioned::resolver::DefaultResolver;
-use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport};
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
+};
 use ureq::{Agent, AsSendBody, Body, SendBody};
 
 use crate::config::MAX_HEAD;
@@ -223,7 +225,11 @@ struct TcpConnector;
 impl Connector<()> for TcpConnector {
     type Out = TcpTransport;
 
-    fn connect(&self, details: &ConnectionDetails, _: Option<()>) -> Result<Option<TcpTransport>, ureq::Error> {
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        _: Option<()>,
+    ) -> Result<Option<TcpTransport>, ureq::Error> {
         let limit = details.timeout.not_zero().map(|t| *t);
         let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to connect to");
         for addr in details.addrs.iter() {
@@ -267,7 +273,9 @@ struct TcpTransport {
 
 impl TcpTransport {
     /// The timeout to apply now; an expired one is an error before any IO.
-    fn next(timeout: NextTimeout) -> Result<(NextTimeout, Option<std::time::Duration>), ureq::Error> {
+    fn next(
+        timeout: NextTimeout,
+    ) -> Result<(NextTimeout, Option<std::time::Duration>), ureq::Error> {
         if timeout.after.is_zero() {
             return Err(ureq::Error::Timeout(timeout.reason));
         }
@@ -322,7 +330,11 @@ impl Transport for TcpTransport {
         use rustix::net::{RecvFlags, recv};
         let mut byte = [0u8; 1];
         matches!(
-            recv(&self.stream, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT),
+            recv(
+                &self.stream,
+                &mut byte,
+                RecvFlags::PEEK | RecvFlags::DONTWAIT
+            ),
             Err(rustix::io::Errno::WOULDBLOCK)
         )
     }
@@ -330,5 +342,8 @@ impl Transport for TcpTransport {
 
 /// A socket timeout shows as WouldBlock or TimedOut, depending on the platform.
 fn is_timeout(err: &io::Error) -> bool {
-    matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }

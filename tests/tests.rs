@@ -20,3 +20,6 @@ mod front_door;
 
 #[path = "it/cli.rs"]
 mod cli;
+
+#[path = "it/strategies.rs"]
+mod strategies;

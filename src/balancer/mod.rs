@@ -1,43 +1,197 @@
-//! The backend set and the choice of a backend for each request. `proxy.rs` asks for
-//! `candidates()`: the strategy's pick first, then every other backend once, so that a
-//! request whose connect fails can move on. Strategies live one per file beside this one.
+//! The backend set and the choice of a backend for each request. A `Backend` is one
+//! server we forward to, with the live state the strategies read: requests in flight,
+//! a latency estimate, and whether it may be picked at all. `proxy.rs` asks for
+//! `candidates()`: the strategy's pick first, then every other available backend once,
+//! so that a request whose connect fails can move on. Strategies live one per file beside
+//! this one; each picks with atomics only (no lock) and allocates nothing per pick.
 
+mod hash;
+mod latency;
+mod least_conn;
+mod least_time;
+mod p2c;
+mod random;
 mod round_robin;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ureq::http::HeaderMap;
 
 use crate::config::{BackendSpec, Strategy};
 use crate::upstream::{Settings, Upstream};
 
+use hash::{Hash, Key, Ring, RingWalk};
+use latency::PeakEwma;
+use least_conn::LeastConn;
+use least_time::LeastTime;
+use p2c::PowerOfTwo;
+use random::{Random, WeightedDraw};
 pub use round_robin::RoundRobin;
 
-/// One backend: where it is and how to reach it.
+/// One backend: where it is, its weight, and the live state the strategies read.
 pub struct Backend {
     pub upstream: Upstream,
     pub weight: u32,
+    load: Load,
+}
+
+/// The fields every request writes, kept on their own cache lines so that two workers
+/// counting requests on two neighbouring backends do not slow each other down (128: two
+/// lines, since x86 fetches lines in pairs).
+#[repr(align(128))]
+#[derive(Default)]
+struct Load {
+    /// Requests sent to this backend whose answer is not relayed yet. Changed only
+    /// through `InFlight`, so it always comes back down.
+    in_flight: AtomicUsize,
+    /// Time to the response head, peak-EWMA. Written only through `InFlight::record`.
+    latency: PeakEwma,
+    /// False while the backend is down. Written only by health.rs (next issue); true
+    /// until then.
+    healthy: AtomicBoolTrue,
+    /// True while the operator drains the backend (it finishes what it has, gets nothing
+    /// new). Written only by the admin interface (a later issue).
+    drained: AtomicBool,
+}
+
+/// An `AtomicBool` whose default is `true`.
+struct AtomicBoolTrue(AtomicBool);
+
+impl Default for AtomicBoolTrue {
+    fn default() -> Self {
+        AtomicBoolTrue(AtomicBool::new(true))
+    }
+}
+
+impl Backend {
+    pub fn new(upstream: Upstream, weight: u32) -> Backend {
+        Backend {
+            upstream,
+            weight: weight.max(1),
+            load: Load::default(),
+        }
+    }
+
+    /// Whether a strategy may pick this backend: healthy and not drained.
+    pub fn is_available(&self) -> bool {
+        // Relaxed: a flip only needs to be seen soon, and publishes no other memory.
+        self.load.healthy.0.load(Ordering::Relaxed) && !self.load.drained.load(Ordering::Relaxed)
+    }
+
+    /// Marks the backend up or down. Its only caller is the health checker (and tests).
+    pub fn set_healthy(&self, healthy: bool) {
+        // Relaxed: see is_available.
+        self.load.healthy.0.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Drains the backend or puts it back. Its only caller is the admin interface (and
+    /// tests).
+    pub fn set_drained(&self, drained: bool) {
+        // Relaxed: see is_available.
+        self.load.drained.store(drained, Ordering::Relaxed);
+    }
+
+    /// Requests sent to this backend and not yet relayed back.
+    pub fn in_flight(&self) -> usize {
+        // Relaxed: a strategy's snapshot of the load is a hint; no memory hangs on it.
+        self.load.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The latency estimate at this moment, in microseconds (0 before any answer).
+    pub fn latency_micros(&self) -> f64 {
+        self.load.latency.cost(latency::now_millis())
+    }
+
+    /// Counts one request against this backend until the guard is dropped.
+    pub fn start(&self) -> InFlight<'_> {
+        // Relaxed: a counter; only its value matters, not ordering with other memory.
+        self.load.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+}
+
+/// Counts one request against a backend for as long as it lives: `proxy.rs` takes it
+/// just before sending and drops it once the answer is relayed or the attempt failed.
+pub struct InFlight<'a>(&'a Backend);
+
+impl InFlight<'_> {
+    /// Records how long the backend took to send its response head.
+    pub fn record(&self, time_to_head: Duration) {
+        self.0
+            .load
+            .latency
+            .observe(time_to_head.as_secs_f64() * 1e6, latency::now_millis());
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        // Relaxed: see Backend::start.
+        self.0.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a strategy may look at in a request: read before the header policy changes
+/// anything, so that a hash key is what the client sent.
+pub struct PickContext<'a> {
+    pub client: IpAddr,
+    /// The origin-form target: path and query.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+/// The strategies, with the state each keeps between picks.
+enum Picker {
+    RoundRobin(RoundRobin),
+    Random(Random),
+    LeastConn(LeastConn),
+    PowerOfTwo(PowerOfTwo),
+    LeastTime(LeastTime),
+    Hash(Hash),
 }
 
 pub struct Balancer {
     /// Never empty (config.rs guarantees at least one backend).
     backends: Vec<Backend>,
-    strategy: RoundRobin,
+    picker: Picker,
     strategy_name: &'static str,
 }
 
 impl Balancer {
     pub fn new(specs: &[BackendSpec], strategy: Strategy, settings: &Settings) -> Balancer {
-        let backends: Vec<Backend> = specs
+        let backends = specs
             .iter()
-            .map(|spec| Backend {
-                upstream: Upstream::new(spec.addr, settings),
-                weight: spec.weight.get(),
-            })
+            .map(|spec| Backend::new(Upstream::new(spec.addr, settings), spec.weight.get()))
             .collect();
+        Balancer::with_backends(backends, &strategy)
+    }
+
+    /// A balancer over backends built by the caller (benchmarks and tests).
+    pub fn with_backends(backends: Vec<Backend>, strategy: &Strategy) -> Balancer {
         let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
-        let strategy_impl = match strategy {
-            Strategy::RoundRobin => RoundRobin::new(&weights),
+        let ring = || {
+            let addrs: Vec<_> = backends.iter().map(|b| b.upstream.addr()).collect();
+            Ring::new(&addrs, &weights)
+        };
+        let picker = match strategy {
+            Strategy::RoundRobin => Picker::RoundRobin(RoundRobin::new(&weights)),
+            Strategy::Random => Picker::Random(Random::new(WeightedDraw::new(&weights))),
+            Strategy::LeastConn => Picker::LeastConn(LeastConn::new(&weights)),
+            Strategy::PowerOfTwo => {
+                Picker::PowerOfTwo(PowerOfTwo::new(WeightedDraw::new(&weights)))
+            }
+            Strategy::LeastTime => Picker::LeastTime(LeastTime::new(&weights)),
+            Strategy::IpHash => Picker::Hash(Hash::new(ring(), Key::ClientNetwork, None)),
+            Strategy::Hash {
+                key,
+                balance_factor,
+            } => Picker::Hash(Hash::new(ring(), Key::from(key), *balance_factor)),
         };
         Balancer {
             backends,
-            strategy: strategy_impl,
+            picker,
             strategy_name: strategy.name(),
         }
     }
@@ -50,11 +204,253 @@ impl Balancer {
         self.strategy_name
     }
 
-    /// The backends to try for one request, in order: the strategy's pick, then the
-    /// others once each (wrapping around from the pick).
-    pub fn candidates(&self) -> impl Iterator<Item = &Backend> + Clone {
-        let first = self.strategy.pick();
-        let n = self.backends.len();
-        (0..n).map(move |i| &self.backends[(first + i) % n])
+    /// The backends to try for one request, in order: the strategy's pick (made now,
+    /// once), then the other available backends once each. For the hashing strategies
+    /// the others come in ring order, which is where the key would go if the pick were
+    /// removed; for the rest, in index order from the pick. Yields nothing when no
+    /// backend is available. Lazy and allocation-free; a clone replays the same order.
+    pub fn candidates(&self, ctx: &PickContext<'_>) -> Candidates<'_> {
+        let backends = &self.backends[..];
+        let (first, rest) = match &self.picker {
+            Picker::RoundRobin(s) => (s.pick(backends), Rest::Wrap(1)),
+            Picker::Random(s) => (s.pick(backends, below), Rest::Wrap(1)),
+            Picker::LeastConn(s) => (s.pick(backends), Rest::Wrap(1)),
+            Picker::PowerOfTwo(s) => (s.pick(backends, below), Rest::Wrap(1)),
+            Picker::LeastTime(s) => (s.pick(backends, latency::now_millis()), Rest::Wrap(1)),
+            Picker::Hash(s) => match s.pick(backends, ctx) {
+                Some((first, walk)) => (Some(first), Rest::Ring(walk)),
+                None => (None, Rest::Wrap(1)),
+            },
+        };
+        Candidates {
+            backends,
+            pick: first,
+            started: false,
+            rest,
+        }
+    }
+}
+
+/// The order `candidates` yields; see there.
+#[derive(Clone)]
+pub struct Candidates<'a> {
+    backends: &'a [Backend],
+    /// The strategy's pick; `None` when nothing was available.
+    pick: Option<usize>,
+    /// Whether the pick was yielded already.
+    started: bool,
+    rest: Rest<'a>,
+}
+
+#[derive(Clone)]
+enum Rest<'a> {
+    /// The next offset from the pick, in index order.
+    Wrap(usize),
+    /// The distinct backends in ring order from the key's point.
+    Ring(RingWalk<'a>),
+}
+
+impl<'a> Iterator for Candidates<'a> {
+    type Item = &'a Backend;
+
+    fn next(&mut self) -> Option<&'a Backend> {
+        let backends = self.backends;
+        // Nothing was available when the pick was made: nothing to fall back on either.
+        let pick = self.pick?;
+        if !self.started {
+            self.started = true;
+            return Some(&backends[pick]);
+        }
+        match &mut self.rest {
+            Rest::Wrap(offset) => {
+                while *offset < backends.len() {
+                    let i = (pick + *offset) % backends.len();
+                    *offset += 1;
+                    if backends[i].is_available() {
+                        return Some(&backends[i]);
+                    }
+                }
+                None
+            }
+            Rest::Ring(walk) => walk
+                .find(|&i| i != pick && backends[i].is_available())
+                .map(|i| &backends[i]),
+        }
+    }
+}
+
+/// A random number below `n`, from this thread's own generator (fastrand's, seeded
+/// once per thread): no lock, no shared cache line.
+fn below(n: u64) -> u64 {
+    fastrand::u64(..n)
+}
+
+/// Whether `load_a / weight_a < load_b / weight_b`, without dividing.
+fn lighter(load_a: u64, weight_a: u32, load_b: u64, weight_b: u32) -> bool {
+    u128::from(load_a) * u128::from(weight_b) < u128::from(load_b) * u128::from(weight_a)
+}
+
+/// Backends for the strategies' unit tests: addresses nobody connects to.
+#[cfg(test)]
+mod testing {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+
+    pub fn addrs(n: usize) -> Vec<SocketAddr> {
+        (0..n)
+            .map(|i| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080)))
+            .collect()
+    }
+
+    pub fn backends(weights: &[u32]) -> Vec<Backend> {
+        let settings = Settings {
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            pool_size: 1,
+        };
+        addrs(weights.len())
+            .into_iter()
+            .zip(weights)
+            .map(|(addr, &w)| Backend::new(Upstream::new(addr, &settings), w))
+            .collect()
+    }
+
+    /// How often each index came out of `pick` in `picks` calls; panics on `None`.
+    pub fn counts(n: usize, picks: usize, mut pick: impl FnMut() -> Option<usize>) -> Vec<usize> {
+        let mut counts = vec![0; n];
+        for _ in 0..picks {
+            counts[pick().expect("a pick")] += 1;
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::{ProptestConfig, any, prop_assert, prop_assert_eq, proptest};
+    use ureq::http::HeaderValue;
+
+    use super::testing::backends;
+    use super::*;
+    use crate::config::{HashKey, Strategy};
+
+    fn every_strategy() -> Vec<Strategy> {
+        vec![
+            Strategy::RoundRobin,
+            Strategy::Random,
+            Strategy::LeastConn,
+            Strategy::PowerOfTwo,
+            Strategy::LeastTime,
+            Strategy::IpHash,
+            Strategy::Hash {
+                key: HashKey::Cookie("sid".into()),
+                balance_factor: None,
+            },
+            Strategy::Hash {
+                key: HashKey::Path,
+                balance_factor: Some(1.0),
+            },
+            Strategy::Hash {
+                key: HashKey::Ip,
+                balance_factor: Some(1.5),
+            },
+        ]
+    }
+
+    fn context<'a>(headers: &'a HeaderMap, path: &'a str) -> PickContext<'a> {
+        PickContext {
+            client: "192.0.2.7".parse().unwrap(),
+            path,
+            headers,
+        }
+    }
+
+    /// Index of a backend in the balancer, by address.
+    fn index(balancer: &Balancer, b: &Backend) -> usize {
+        balancer
+            .backends()
+            .iter()
+            .position(|x| std::ptr::eq(x, b))
+            .unwrap()
+    }
+
+    #[test]
+    fn candidates_are_the_pick_then_every_other_available_backend_once() {
+        for strategy in every_strategy() {
+            let balancer = Balancer::with_backends(backends(&[1, 2, 1, 1]), &strategy);
+            balancer.backends()[2].set_healthy(false);
+            let headers = HeaderMap::new();
+            let order: Vec<usize> = balancer
+                .candidates(&context(&headers, "/"))
+                .map(|b| index(&balancer, b))
+                .collect();
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, [0, 1, 3], "{strategy:?}: {order:?}");
+        }
+    }
+
+    #[test]
+    fn no_available_backend_means_no_candidate() {
+        for strategy in every_strategy() {
+            let balancer = Balancer::with_backends(backends(&[1, 1]), &strategy);
+            balancer.backends()[0].set_healthy(false);
+            balancer.backends()[1].set_drained(true);
+            let headers = HeaderMap::new();
+            assert_eq!(balancer.candidates(&context(&headers, "/")).count(), 0);
+        }
+    }
+
+    #[test]
+    fn the_in_flight_guard_counts_up_and_back_down() {
+        let set = backends(&[1]);
+        {
+            let _a = set[0].start();
+            let _b = set[0].start();
+            assert_eq!(set[0].in_flight(), 2);
+        }
+        assert_eq!(set[0].in_flight(), 0);
+        set[0].start().record(Duration::from_millis(3));
+        assert!((set[0].latency_micros() - 3000.0).abs() < 10.0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the weights, availability and load: no panic, and the candidates
+        /// are exactly the available backends, each once, the pick first.
+        #[test]
+        fn picks_are_available_distinct_and_complete(
+            spec in proptest::collection::vec((1u32..=30, any::<bool>(), 0usize..4), 1..10),
+            strategy in 0usize..9,
+            cookie in "[a-z0-9]{0,6}",
+            path in "/[a-z]{0,4}",
+        ) {
+            let strategy = &every_strategy()[strategy];
+            let weights: Vec<u32> = spec.iter().map(|s| s.0).collect();
+            let balancer = Balancer::with_backends(backends(&weights), strategy);
+            let mut held = Vec::new();
+            for (b, &(_, available, in_flight)) in balancer.backends().iter().zip(&spec) {
+                b.set_healthy(available);
+                held.extend((0..in_flight).map(|_| b.start()));
+                if in_flight > 1 {
+                    b.start().record(Duration::from_micros(in_flight as u64 * 700));
+                }
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert("cookie", HeaderValue::from_str(&format!("sid={cookie}")).unwrap());
+            let expected: Vec<usize> = (0..spec.len()).filter(|&i| spec[i].1).collect();
+            for _ in 0..3 {
+                let mut got: Vec<usize> = balancer
+                    .candidates(&context(&headers, &path))
+                    .map(|b| index(&balancer, b))
+                    .collect();
+                prop_assert!(got.iter().all(|&i| spec[i].1), "{got:?}");
+                got.sort();
+                prop_assert_eq!(&got, &expected);
+            }
+        }
     }
 }

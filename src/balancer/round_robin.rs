@@ -2,9 +2,12 @@
 //! `a a b a c a a`, not `a a a a a b c`, so no backend gets a burst.
 //!
 //! The sequence depends only on the weights, so it is computed once, at startup; picking
-//! is then one atomic increment and one index, with no lock.
+//! is then one atomic increment and one index, with no lock. An unavailable backend's
+//! turn is skipped (the cursor moves past it), so the others keep their proportions.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::Backend;
 
 pub struct RoundRobin {
     /// Backend indexes in the order they take requests; one full cycle.
@@ -21,12 +24,32 @@ impl RoundRobin {
         }
     }
 
-    /// The index of the backend for the next request.
-    pub fn pick(&self) -> usize {
+    /// The index of the next available backend in the schedule; `None` if none is.
+    pub fn pick(&self, backends: &[Backend]) -> Option<usize> {
+        let turn = self.turn();
+        let len = self.schedule.len();
+        let skipped =
+            (0..len).find(|k| backends[self.schedule[(turn + k) % len] as usize].is_available())?;
+        if skipped > 0 {
+            // The turns we looked past are used up; otherwise the backend after a
+            // down one would get its turns too.
+            // Relaxed: see turn.
+            self.cursor.fetch_add(skipped, Ordering::Relaxed);
+        }
+        Some(self.schedule[(turn + skipped) % len] as usize)
+    }
+
+    /// The backend whose turn it is, available or not: where `least-conn` and
+    /// `least-time` start looking, so that ties go round in weighted order.
+    pub fn next_in_turn(&self) -> usize {
+        let turn = self.turn();
+        self.schedule[turn % self.schedule.len()] as usize
+    }
+
+    fn turn(&self) -> usize {
         // Relaxed: each caller only needs a different number, not ordering with other
         // memory; the schedule is immutable.
-        let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
-        self.schedule[turn % self.schedule.len()] as usize
+        self.cursor.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -58,11 +81,15 @@ fn gcd(a: u32, b: u32) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::backends;
     use super::*;
 
     fn names(weights: &[u32], n: usize) -> String {
+        let set = backends(weights);
         let rr = RoundRobin::new(weights);
-        (0..n).map(|_| (b'a' + rr.pick() as u8) as char).collect()
+        (0..n)
+            .map(|_| (b'a' + rr.pick(&set).unwrap() as u8) as char)
+            .collect()
     }
 
     #[test]
@@ -80,5 +107,17 @@ mod tests {
     #[test]
     fn one_backend_always_wins() {
         assert_eq!(names(&[7], 3), "aaa");
+    }
+
+    #[test]
+    fn unavailable_backends_are_skipped_and_the_rest_keep_their_order() {
+        let set = backends(&[1, 1, 1]);
+        set[1].set_healthy(false);
+        let rr = RoundRobin::new(&[1, 1, 1]);
+        let picks: Vec<_> = (0..6).map(|_| rr.pick(&set).unwrap()).collect();
+        assert_eq!(picks, [0, 2, 0, 2, 0, 2]);
+        set[0].set_drained(true);
+        set[2].set_healthy(false);
+        assert_eq!(rr.pick(&set), None);
     }
 }
