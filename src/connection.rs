@@ -29,17 +29,20 @@ pub struct Client {
 }
 
 impl Client {
-    /// Sets the socket up once for its whole life: no Nagle delay on small answers, and
+    /// The socket is set up once for its whole life: no Nagle delay on small answers, and
     /// constant read and write timeouts (changing them per request would cost syscalls).
+    /// On Linux it inherits all three from the listener (`listener::bind`).
     pub fn new(
         stream: TcpStream,
         peer: SocketAddr,
         slot: Slot,
         client_timeout: Duration,
     ) -> Client {
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(client_timeout));
-        let _ = stream.set_write_timeout(Some(client_timeout));
+        if !cfg!(target_os = "linux") {
+            let _ = stream.set_nodelay(true);
+            let _ = stream.set_read_timeout(Some(client_timeout));
+            let _ = stream.set_write_timeout(Some(client_timeout));
+        }
         Client {
             conn: ClientConn::new(stream, peer, MAX_HEAD),
             _slot: slot,

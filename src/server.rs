@@ -44,7 +44,7 @@ impl Running {
 /// the workers. Returns once requests can be accepted.
 pub fn start(config: Config) -> io::Result<Running> {
     raise_open_files_limit(&config);
-    let listener = listener::bind(config.listen)?;
+    let listener = listener::bind(config.listen, config.client_timeout)?;
     let local_addr = listener.local_addr()?;
 
     let settings = Settings {

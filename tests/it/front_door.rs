@@ -401,3 +401,20 @@ fn fragment_in_the_request_target_is_400() {
         &[],
     );
 }
+
+#[test]
+fn silent_client_is_closed_after_the_client_timeout() {
+    // Connects and never sends a byte: its worker must not wait forever.
+    let backend = Backend::hello("ok");
+    let lb = start_balancer(&[&backend], &["--client-timeout", "300ms"]);
+    let mut silent = Client::connect(lb.addr);
+    let (rest, ending) = silent.rest();
+    assert!(ending.is_closed(), "a silent connection stayed open");
+    assert!(
+        rest.is_empty(),
+        "unexpected bytes: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    // And the balancer still serves.
+    assert_eq!(get(lb.addr, "/").0, 200);
+}
