@@ -19,5 +19,7 @@ for tool in wrk nginx haproxy go; do
         exit 1
     fi
 done
-binary=$PWD/${CARGO_TARGET_DIR:-target}/release/roundhouse
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$PWD/$target_dir
+binary=$target_dir/release/roundhouse
 exec bash "$harness" --own "$binary --log off" "$@"

@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 duration=${1:-5}
-binary=$PWD/${CARGO_TARGET_DIR:-target}/release/roundhouse
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$PWD/$target_dir
+binary=$target_dir/release/roundhouse
 listen=127.0.0.1:18100
 work=$(mktemp -d "${TMPDIR:-/tmp}/rhscale.XXXXXX")
 pids=()
