@@ -29,24 +29,12 @@ pub struct Request {
 /// How much of a request body the backend keeps; the rest is only hashed.
 pub const BODY_KEPT: usize = 1 << 20;
 
-impl Request {
-    /// The first value of the header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+impl Fields for Request {
+    fn fields(&self) -> &[(String, String)] {
+        &self.headers
     }
-    /// Every value of the header `name`, in order.
-    pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-    pub fn body_str(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
+    fn body_bytes(&self) -> &[u8] {
+        &self.body
     }
 }
 

@@ -22,23 +22,16 @@ pub struct Response {
     pub complete: bool,
 }
 
+impl Fields for Response {
+    fn fields(&self) -> &[(String, String)] {
+        &self.headers
+    }
+    fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+}
+
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-    pub fn body_str(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
     fn is_chunked(&self) -> bool {
         self.headers_named("transfer-encoding")
             .iter()

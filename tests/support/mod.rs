@@ -20,6 +20,31 @@ mod process;
 pub use backend::*;
 pub use client::*;
 pub use data::*;
+
+/// What a request seen by a test backend and a response seen by a test client share:
+/// header lines in order, as received, and a body.
+pub trait Fields {
+    fn fields(&self) -> &[(String, String)];
+    fn body_bytes(&self) -> &[u8];
+
+    /// The first value of the header `name` (case-insensitive).
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers_named(name).into_iter().next()
+    }
+
+    /// Every value of the header `name`, in order.
+    fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.fields()
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn body_str(&self) -> String {
+        String::from_utf8_lossy(self.body_bytes()).into_owned()
+    }
+}
 pub use process::*;
 
 /// The longest the test side waits for anything: a read, a condition, a child process.
@@ -44,6 +69,18 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 pub struct Balancer {
     pub addr: SocketAddr,
     _running: roundhouse::Running,
+}
+
+impl Balancer {
+    /// The admin interface's address; panics unless started with `--admin`.
+    pub fn admin(&self) -> SocketAddr {
+        self._running.admin_addr().expect("started with --admin")
+    }
+
+    /// The backend set in use now, to look at (or change) a backend's state directly.
+    pub fn current(&self) -> std::sync::Arc<roundhouse::balancer::Balancer> {
+        self._running.control().current()
+    }
 }
 
 /// Starts a balancer in front of `backends`, listening on 127.0.0.1:0, with 4 workers and
