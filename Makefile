@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test check clean bench bench-scale bench-pick
+.PHONY: all build run test check clean bench bench-scale bench-pick chaos
 
 all: build
 
@@ -32,6 +32,13 @@ check:
 # Pass harness options with ARGS, e.g. make bench ARGS="--scenarios S1,S5 --reps 3".
 bench: build
 	scripts/bench.sh $(ARGS)
+
+# Do clients notice when backends die? 3 demo backends behind roundhouse, one killed
+# (SIGKILL) and restarted every 2 s for 60 s while 8 clients send GETs; prints requests
+# sent, failed and the worst latency. Loopback only; kills only what it started.
+# Pass options with ARGS, e.g. make chaos ARGS="--seconds 20 --lb-arg=--health-path --lb-arg=/".
+chaos: build
+	$(CARGO) run --release --locked --example chaos -- $(ARGS)
 
 # ns per pick for every strategy, 2/16/256 backends, 1/2/8 threads (no network).
 bench-pick:

@@ -1,9 +1,12 @@
 //! The access log: one line per request on stdout, in the format `--log` names. `proxy.rs`
-//! fills an `Entry` as the request goes and writes it once at the end.
+//! fills an `Entry` as the request goes and writes it once at the end. The combined and
+//! json formats also carry the request id, the queue wait, the backend's time to the
+//! response head, the retries and a termination code (HAProxy's two letters, see
+//! `termination`).
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ureq::http::HeaderValue;
 
@@ -30,6 +33,15 @@ pub struct Entry<'a> {
     pub started: Instant,
     pub referer: Option<&'a HeaderValue>,
     pub user_agent: Option<&'a HeaderValue>,
+    /// `X-Request-Id`, when request ids are on (see request_id.rs).
+    pub request_id: Option<&'a HeaderValue>,
+    /// From the connection being queued to a worker taking it; zero for a request that
+    /// followed another on the same worker.
+    pub queue_wait: Duration,
+    /// From sending the request to the backend's response head; `None` without a head.
+    pub upstream: Option<Duration>,
+    /// Failed attempts that were tried again.
+    pub retries: u32,
 }
 
 impl AccessLog {
@@ -63,9 +75,11 @@ impl AccessLog {
                     None => writeln!(out),
                 }
             }
+            // nginx's combined line, then our fields as key=value (like nginx's common
+            // `rt=$request_time urt=...` extension): times in seconds, "-" for none.
             LogFormat::Combined => writeln!(
                 out,
-                "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
+                "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rid={} rt={:.3} qw={:.3} urt={} retries={} term={}",
                 e.peer.ip(),
                 clf_time(SystemTime::now()),
                 e.method,
@@ -75,6 +89,12 @@ impl AccessLog {
                 e.bytes,
                 text(e.referer).unwrap_or("-"),
                 text(e.user_agent).unwrap_or("-"),
+                text(e.request_id).unwrap_or("-"),
+                ms / 1000.0,
+                e.queue_wait.as_secs_f64(),
+                Seconds(e.upstream),
+                e.retries,
+                termination(error, e.upstream.is_some()),
             ),
             LogFormat::Json => {
                 let line = serde_json::json!({
@@ -89,11 +109,54 @@ impl AccessLog {
                     "duration_ms": (ms * 1000.0).round() / 1000.0,
                     "referer": text(e.referer),
                     "user_agent": text(e.user_agent),
+                    "request_id": text(e.request_id),
+                    "queue_ms": millis(e.queue_wait),
+                    "upstream_ms": e.upstream.map(millis),
+                    "retries": e.retries,
+                    "termination": termination(error, e.upstream.is_some()),
                     "error": error.map(|err| err.to_string()),
                 });
                 writeln!(out, "{line}")
             }
         };
+    }
+}
+
+/// How the request ended, in HAProxy's two letters: who ended it (`C` the client, `S`
+/// the backend, `P` the proxy; lower case for a timeout, `-` nobody) and in which phase
+/// (`R` reading the request, `C` connecting, `H` waiting for the response head, `D`
+/// relaying the body, `-` normal end). `got_head`: a response head came from the
+/// backend, so a failure happened while relaying the body.
+pub fn termination(error: Option<&ProxyError>, got_head: bool) -> &'static str {
+    let Some(error) = error else { return "--" };
+    match (error, got_head) {
+        (ProxyError::ClientGone(_), true) => "CD",
+        (ProxyError::ClientGone(_), false) => "CR",
+        (ProxyError::ClientTimeout, _) => "cR",
+        (ProxyError::Overloaded, _) => "PQ",
+        (ProxyError::NoBackend | ProxyError::Connect { .. }, _) => "SC",
+        (ProxyError::Timeout { .. }, true) => "sD",
+        (ProxyError::Timeout { .. }, false) => "sH",
+        (ProxyError::Reset { .. } | ProxyError::Upstream { .. }, true) => "SD",
+        (ProxyError::Reset { .. } | ProxyError::Upstream { .. }, false) => "SH",
+        // The rest are requests we refused: bad framing, too large, unsupported.
+        _ => "PR",
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1000.0
+}
+
+/// Seconds with millisecond precision, or "-".
+struct Seconds(Option<Duration>);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(d) => write!(f, "{:.3}", d.as_secs_f64()),
+            None => f.write_str("-"),
+        }
     }
 }
 
@@ -138,5 +201,29 @@ mod tests {
             "2026-11-25T18:29:31Z"
         );
         assert_eq!(clf_time(t), "25/Nov/2026:18:29:31 +0000");
+    }
+
+    #[test]
+    fn termination_codes_name_who_and_when() {
+        let backend = "127.0.0.1:1".parse().unwrap();
+        let gone = || ProxyError::ClientGone(io::Error::other("x"));
+        assert_eq!(termination(None, true), "--");
+        assert_eq!(termination(Some(&gone()), true), "CD");
+        assert_eq!(termination(Some(&gone()), false), "CR");
+        let refused = ProxyError::Connect {
+            backend,
+            detail: String::new(),
+        };
+        assert_eq!(termination(Some(&refused), false), "SC");
+        assert_eq!(termination(Some(&ProxyError::NoBackend), false), "SC");
+        let broken = ProxyError::Upstream {
+            backend,
+            detail: String::new(),
+        };
+        assert_eq!(termination(Some(&broken), false), "SH");
+        assert_eq!(termination(Some(&broken), true), "SD");
+        let slow = ProxyError::Timeout { backend };
+        assert_eq!(termination(Some(&slow), false), "sH");
+        assert_eq!(termination(Some(&ProxyError::BodyTooLarge), false), "PR");
     }
 }

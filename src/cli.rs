@@ -10,8 +10,9 @@ pub struct Args {
     #[argh(option, default = "String::from(\"127.0.0.1:8000\")")]
     pub listen: String,
 
-    /// a backend as host:port or http://host:port, optionally with ",weight=N" (1-1000);
-    /// repeat for each backend (default: 127.0.0.1:8081 and 127.0.0.1:8082)
+    /// a backend as host:port or http://host:port, optionally with ",weight=N" (1-1000)
+    /// and ",backup" (used only while no other backend is up); repeat for each backend
+    /// (default: 127.0.0.1:8081 and 127.0.0.1:8082)
     #[argh(option)]
     pub backend: Vec<String>,
 
@@ -72,6 +73,100 @@ pub struct Args {
     /// access log format on stdout: seed, combined, json or off (default: seed)
     #[argh(option, default = "String::from(\"seed\")")]
     pub log: String,
+
+    /// serve the admin interface (metrics, status, status page, backend changes) on
+    /// this address; a non-loopback address needs --admin-token (default: off)
+    #[argh(option)]
+    pub admin: Option<String>,
+
+    /// require "Authorization: Bearer TOKEN" on the admin interface (default: none,
+    /// which --admin allows on loopback only)
+    #[argh(option)]
+    pub admin_token: Option<String>,
+
+    /// add Server-Timing and X-Roundhouse-Trace (strategy, candidates and their scores,
+    /// retries and why) to every answer (default: off)
+    #[argh(switch)]
+    pub trace_header: bool,
+
+    /// active health checks: GET this path on every backend each --health-interval
+    /// (default: off, no active checks)
+    #[argh(option)]
+    pub health_path: Option<String>,
+
+    /// time between two health checks of one backend, jittered by ±10 % (default: 2s)
+    #[argh(option, default = "String::from(\"2s\")")]
+    pub health_interval: String,
+
+    /// time for a backend to answer a health check (default: 1s)
+    #[argh(option, default = "String::from(\"1s\")")]
+    pub health_timeout: String,
+
+    /// the statuses that pass a health check, a range or one status (default: 200-399)
+    #[argh(option, default = "String::from(\"200-399\")")]
+    pub health_status: String,
+
+    /// passing health checks in a row that bring a backend back (default: 2)
+    #[argh(option, default = "2")]
+    pub rise: u32,
+
+    /// failing health checks in a row that take a backend out (default: 3)
+    #[argh(option, default = "3")]
+    pub fall: u32,
+
+    /// connect failures and timeouts (and 5xx with --eject-on-5xx) within --fail-window
+    /// that eject a backend; 0 turns passive ejection off (default: 5)
+    #[argh(option, default = "5")]
+    pub max_fails: u32,
+
+    /// the window in which --max-fails failures are counted (default: 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub fail_window: String,
+
+    /// how long a first ejection lasts; each ejection in a row doubles it, up to 5
+    /// minutes (default: 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub eject_time: String,
+
+    /// count 5xx answers as failures towards --max-fails (default: off)
+    #[argh(switch)]
+    pub eject_on_5xx: bool,
+
+    /// a backend that comes back ramps from 10 % to its full weight over this time
+    /// (default: off, full weight at once)
+    #[argh(option)]
+    pub slow_start: Option<String>,
+
+    /// when every backend is down: fail-open (send to all of them anyway) or 503
+    /// (default: fail-open)
+    #[argh(option, default = "String::from(\"fail-open\")")]
+    pub all_down: String,
+
+    /// resends of an idempotent request (or one with Idempotency-Key) whose backend
+    /// closed before answering (default: one per other backend, at least 1)
+    #[argh(option)]
+    pub retries: Option<usize>,
+
+    /// request bodies up to this size are kept to be sent again; larger ones are never
+    /// resent, e.g. 0, 64k, 1MiB (default: 64k)
+    #[argh(option, default = "String::from(\"64k\")")]
+    pub retry_buffer: String,
+
+    /// on SIGTERM or SIGINT, how long requests in flight may take to finish before
+    /// roundhouse exits anyway (default: 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub grace: String,
+
+    /// read flags from this TOML file: keys named like the flags in snake_case, backends
+    /// as an array of tables named backend; a flag typed here wins; SIGHUP reloads it
+    /// (default: none)
+    #[argh(option)]
+    pub config: Option<String>,
+
+    /// check the flags and the --config file, print every problem with its line, and
+    /// exit: 0 if valid, 2 if not (default: off)
+    #[argh(switch)]
+    pub check: bool,
 }
 
 /// Why parsing stopped early: `--help` (exit 0) or a mistake (exit 2), with the text to print.

@@ -4,6 +4,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ureq::http::HeaderName;
@@ -33,6 +34,26 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub max_body: Option<u64>,
     pub log: LogFormat,
+    /// `--admin` and `--admin-token`: the admin interface; `None`: off.
+    pub admin: Option<AdminConfig>,
+    /// `--trace-header`: answers carry Server-Timing and X-Roundhouse-Trace.
+    pub trace_header: bool,
+    /// Health checks, passive ejection, slow start, all-down policy (health.rs).
+    pub health: HealthConfig,
+    /// Resends after a backend closed before answering (retry.rs, proxy.rs).
+    pub retry: RetryConfig,
+    /// How long in-flight requests may take to finish at shutdown (`--grace`).
+    pub grace: Duration,
+    /// The `--config` file the flags were read from, if any (reloaded on SIGHUP).
+    pub config_file: Option<PathBuf>,
+}
+
+/// Where the admin interface listens and the token it requires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub addr: SocketAddr,
+    /// Required as `Authorization: Bearer TOKEN`; `None` only on a loopback address.
+    pub token: Option<String>,
 }
 
 /// One `--backend` flag, resolved.
@@ -40,6 +61,57 @@ pub struct Config {
 pub struct BackendSpec {
     pub addr: SocketAddr,
     pub weight: NonZeroU32,
+    /// `,backup`: used only while no primary backend is up.
+    pub backup: bool,
+}
+
+/// How backend failures are noticed and handled; see health.rs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthConfig {
+    /// Active checks (`--health-path`); `None`: off.
+    pub checks: Option<Checks>,
+    /// Failures within `fail_window` that eject a backend; `None` (`--max-fails 0`): off.
+    pub max_fails: Option<NonZeroU32>,
+    pub fail_window: Duration,
+    /// The first ejection's length; doubled for each one in a row.
+    pub eject_time: Duration,
+    /// Whether 5xx answers count as failures.
+    pub eject_on_5xx: bool,
+    /// How long a backend that comes back takes to reach its full weight.
+    pub slow_start: Option<Duration>,
+    pub all_down: AllDown,
+}
+
+/// Active health checks: a GET of `path` on every backend each `interval`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checks {
+    /// Origin-form, starting with `/`.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// The statuses that pass, inclusive.
+    pub status: (u16, u16),
+    /// Passing probes in a row that bring a backend up, failing ones that take it down.
+    pub rise: NonZeroU32,
+    pub fall: NonZeroU32,
+}
+
+/// What happens when every backend (backups included) is down (`--all-down`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllDown {
+    /// Send to all of them anyway: the health verdicts may be what is wrong.
+    FailOpen,
+    /// Answer 503.
+    Unavailable,
+}
+
+/// Resends of a request whose backend closed or reset the connection before answering.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Resends per request; `None`: one per other backend, at least one.
+    pub retries: Option<usize>,
+    /// Largest request body kept to be sent again.
+    pub buffer: usize,
 }
 
 /// How a backend is picked for each request; see `balancer/` for each one's algorithm.
@@ -126,6 +198,8 @@ impl Config {
 
     pub fn from_cli(args: Args) -> Result<Config, String> {
         let listen = resolve(&args.listen).map_err(|why| format!("--listen: {why}"))?;
+        let health = health_config(&args)?;
+        let admin = admin_config(&args, listen)?;
         let default_backends = args.backend.is_empty();
         let typed: Vec<String> = if default_backends {
             DEFAULT_BACKENDS.iter().map(|s| s.to_string()).collect()
@@ -152,6 +226,8 @@ impl Config {
             timeout: duration("--timeout", &args.timeout)?,
             client_timeout: duration("--client-timeout", &args.client_timeout)?,
             idle_timeout: duration("--idle-timeout", &args.idle_timeout)?,
+            grace: duration("--grace", &args.grace)?,
+            config_file: args.config.as_ref().map(PathBuf::from),
             max_body: match &args.max_body {
                 None => None,
                 Some(s) => Some(parse_size(s).map_err(|why| format!("--max-body: {why}"))?),
@@ -167,8 +243,111 @@ impl Config {
                     ));
                 }
             },
+            admin,
+            trace_header: args.trace_header,
+            health,
+            retry: RetryConfig {
+                retries: args.retries,
+                buffer: parse_size(&args.retry_buffer)
+                    .ok()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "--retry-buffer: '{}' is not a size (examples: 0, 64k, 1MiB)",
+                            args.retry_buffer
+                        )
+                    })?,
+            },
         })
     }
+}
+
+/// `--admin` and `--admin-token`. The admin interface changes the backends, so off
+/// loopback it must not be open to anyone who can reach the port.
+fn admin_config(args: &Args, listen: SocketAddr) -> Result<Option<AdminConfig>, String> {
+    let token = match &args.admin_token {
+        Some(t) if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) => {
+            return Err("--admin-token: must be non-empty visible ASCII, no spaces".into());
+        }
+        token => token.clone(),
+    };
+    let Some(typed) = &args.admin else {
+        return match token {
+            Some(_) => Err("--admin-token: only with --admin".into()),
+            None => Ok(None),
+        };
+    };
+    let addr = resolve(typed).map_err(|why| format!("--admin: {why}"))?;
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(format!(
+            "--admin: '{typed}' is not a loopback address; set --admin-token to serve it there"
+        ));
+    }
+    if addr == listen && addr.port() != 0 {
+        return Err(format!(
+            "--admin: '{typed}' is the proxy's --listen address; pick another port"
+        ));
+    }
+    Ok(Some(AdminConfig { addr, token }))
+}
+
+/// The health and failure flags: `--health-*`, `--rise`, `--fall`, `--max-fails`,
+/// `--fail-window`, `--eject-*`, `--slow-start`, `--all-down`.
+fn health_config(args: &Args) -> Result<HealthConfig, String> {
+    let checks = match &args.health_path {
+        None => None,
+        Some(path) if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) => {
+            return Err(format!(
+                "--health-path: '{path}' is not a path (example: /health)"
+            ));
+        }
+        Some(path) => Some(Checks {
+            path: path.clone(),
+            interval: duration("--health-interval", &args.health_interval)?,
+            timeout: duration("--health-timeout", &args.health_timeout)?,
+            status: status_range(&args.health_status)?,
+            rise: NonZeroU32::new(args.rise).ok_or("--rise: must be at least 1")?,
+            fall: NonZeroU32::new(args.fall).ok_or("--fall: must be at least 1")?,
+        }),
+    };
+    Ok(HealthConfig {
+        checks,
+        max_fails: NonZeroU32::new(args.max_fails),
+        fail_window: duration("--fail-window", &args.fail_window)?,
+        eject_time: duration("--eject-time", &args.eject_time)?,
+        eject_on_5xx: args.eject_on_5xx,
+        slow_start: args
+            .slow_start
+            .as_deref()
+            .map(|s| duration("--slow-start", s))
+            .transpose()?,
+        all_down: match args.all_down.as_str() {
+            "fail-open" => AllDown::FailOpen,
+            "503" => AllDown::Unavailable,
+            other => {
+                return Err(format!(
+                    "--all-down: unknown policy '{other}' (known: fail-open, 503)"
+                ));
+            }
+        },
+    })
+}
+
+/// `200-399` or a single status like `204`.
+fn status_range(s: &str) -> Result<(u16, u16), String> {
+    let status = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (100..=599).contains(n))
+    };
+    let range = match s.split_once('-') {
+        Some((lo, hi)) => status(lo).zip(status(hi)),
+        None => status(s).map(|n| (n, n)),
+    };
+    range.filter(|(lo, hi)| lo <= hi).ok_or_else(|| {
+        format!("--health-status: '{s}' is not a status or range (examples: 200, 200-399)")
+    })
 }
 
 /// `--strategy` with the flags that only `hash` takes.
@@ -281,8 +460,10 @@ fn parse_backend(s: &str) -> Result<BackendSpec, String> {
     }
     let addr = resolve(addr)?;
     let mut weight = NonZeroU32::MIN;
+    let mut backup = false;
     for option in parts {
         match option.split_once('=') {
+            None if option == "backup" => backup = true,
             Some(("weight", n)) => {
                 weight = n
                     .parse::<NonZeroU32>()
@@ -294,12 +475,16 @@ fn parse_backend(s: &str) -> Result<BackendSpec, String> {
             }
             _ => {
                 return Err(format!(
-                    "'{s}': unknown option '{option}' (known: weight=N)"
+                    "'{s}': unknown option '{option}' (known: weight=N, backup)"
                 ));
             }
         }
     }
-    Ok(BackendSpec { addr, weight })
+    Ok(BackendSpec {
+        addr,
+        weight,
+        backup,
+    })
 }
 
 /// `512`, `64k`, `10MiB`, `1G`: bytes, with 1024-based units.
@@ -343,6 +528,48 @@ mod tests {
         assert!(parse_backend("https://127.0.0.1:9000").is_err());
         assert!(parse_backend("127.0.0.1:9000,weight=0").is_err());
         assert!(parse_backend("127.0.0.1:9000,wieght=2").is_err());
+        assert!(parse_backend("127.0.0.1:9000,backup").unwrap().backup);
+        assert!(!b.backup);
+    }
+
+    #[test]
+    fn health_and_retry_defaults_and_errors() {
+        let c = Config::from_args(&[]).unwrap();
+        assert_eq!(c.health.checks, None);
+        assert_eq!(c.health.max_fails.map(|n| n.get()), Some(5));
+        assert_eq!(c.health.fail_window, Duration::from_secs(10));
+        assert_eq!(c.health.eject_time, Duration::from_secs(10));
+        assert_eq!(c.health.all_down, AllDown::FailOpen);
+        assert_eq!(
+            c.retry,
+            RetryConfig {
+                retries: None,
+                buffer: 64 * 1024
+            }
+        );
+        let c = Config::from_args(&["--health-path", "/hz", "--health-status", "204"]).unwrap();
+        let checks = c.health.checks.unwrap();
+        assert_eq!(checks.interval, Duration::from_secs(2));
+        assert_eq!(checks.timeout, Duration::from_secs(1));
+        assert_eq!((checks.rise.get(), checks.fall.get()), (2, 3));
+        assert_eq!(checks.status, (204, 204));
+        for (args, flag) in [
+            (&["--health-path", "hz"][..], "--health-path: 'hz'"),
+            (
+                &["--health-path", "/", "--health-status", "399-200"],
+                "--health-status: '399-200'",
+            ),
+            (&["--health-path", "/", "--rise", "0"], "--rise"),
+            (
+                &["--all-down", "maybe"],
+                "--all-down: unknown policy 'maybe'",
+            ),
+            (&["--retry-buffer", "lots"], "--retry-buffer: 'lots'"),
+            (&["--slow-start", "0s"], "--slow-start: '0s'"),
+        ] {
+            let err = Config::from_args(args).unwrap_err();
+            assert!(err.starts_with(flag), "{args:?}: {err}");
+        }
     }
 
     #[test]

@@ -26,6 +26,9 @@ const NEXT_REQUEST_WAIT: Duration = Duration::from_millis(2);
 pub struct Client {
     pub conn: ClientConn,
     _slot: Slot,
+    /// When the connection last went on the queue for a worker: its first request's
+    /// queue wait is counted from here (access log, Server-Timing).
+    queued: Instant,
 }
 
 impl Client {
@@ -46,7 +49,14 @@ impl Client {
         Client {
             conn: ClientConn::new(stream, peer, MAX_HEAD),
             _slot: slot,
+            queued: Instant::now(),
         }
+    }
+
+    /// Notes that the connection goes on the queue again (the waiting room saw its next
+    /// request arrive).
+    pub fn queued_at(&mut self, now: Instant) {
+        self.queued = now;
     }
 }
 
@@ -59,9 +69,11 @@ pub struct Shared {
 
 /// Serves requests on one connection while they keep coming, then parks it or closes it.
 pub fn serve(shared: &Shared, scratch: &mut Scratch, mut client: Client) {
+    // Only the first request of this turn waited in the queue; the others came straight.
+    let mut queue_wait = client.queued.elapsed();
     loop {
         let deadline = Instant::now() + shared.client_timeout;
-        let head = match client.conn.read_head(deadline) {
+        let mut head = match client.conn.read_head(deadline) {
             Ok(Some(head)) => head,
             // Closed, or idle and silent: nothing to answer.
             Ok(None) => return,
@@ -80,9 +92,16 @@ pub fn serve(shared: &Shared, scratch: &mut Scratch, mut client: Client) {
                 return;
             }
         };
-        if proxy::handle(&shared.proxy, &mut client.conn, head, scratch) == Next::Close {
+        if shared.proxy.shutdown.is_stopping() {
+            // Shutting down: this request is the connection's last, and its answer says so.
+            head.keep_alive = false;
+        }
+        let next = proxy::handle(&shared.proxy, &mut client.conn, head, scratch, queue_wait);
+        // Also when the shutdown began during the request: close rather than park.
+        if next == Next::Close || shared.proxy.shutdown.is_stopping() {
             return;
         }
+        queue_wait = Duration::ZERO;
         // A pipelined request is already here, or the next one comes right away: serve it.
         if client.conn.has_buffered() || readable_within(client.conn.stream(), NEXT_REQUEST_WAIT) {
             continue;

@@ -10,24 +10,44 @@
 //! 4. `proxy` is the main path: `balancer` picks a backend, `headers` applies the header
 //!    policy, `upstream` forwards the request with ureq and `http1` streams the answer
 //!    back. `access_log` writes one line; `error` gives every failure one status.
+//!    A backend that fails is reported to `health` (which alone decides which backends
+//!    are up, with one thread of active checks); a request whose backend broke off
+//!    before answering is sent again when `retry` says it is safe and affordable.
 //! 5. Back in `connection`, the worker serves the next request if it comes at once, or
 //!    parks the connection in the `waiting_room` (one epoll thread for all idle
 //!    connections), which queues it again when the next request arrives.
 //!
-//! `server` wires these together; `cli` and `config` read the command line.
+//! `server` wires these together; `cli`, `config` and `config_file` read the command
+//! line and the `--config` file. `signals` turns SIGHUP into a `reload` and SIGTERM into
+//! a graceful `shutdown`.
+//!
+//! Along the way `proxy` counts each request in `metrics` (atomics only), notes its
+//! attempts in a `trace` (the `--trace-header` answer headers) and gives it a
+//! `request_id`; `admin` serves the counters, a JSON status, the status page and backend
+//! changes on a port of its own (`--admin`).
 
 pub mod access_log;
+pub mod admin;
 pub mod balancer;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod connection;
 pub mod error;
 pub mod headers;
+pub mod health;
 pub mod http1;
 pub mod listener;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
+pub mod request_id;
+pub mod retry;
 pub mod server;
+pub mod shutdown;
+pub mod signals;
+pub mod trace;
 pub mod upstream;
 pub mod waiting_room;
 

@@ -5,8 +5,8 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,8 @@ pub fn bind(addr: SocketAddr, client_timeout: Duration) -> io::Result<TcpListene
 pub struct Limit {
     open: AtomicUsize,
     max: usize,
-    acceptor: Thread,
+    /// The thread that waits at the limit: the one in `run`, known once it starts.
+    acceptor: OnceLock<Thread>,
 }
 
 /// One open client connection's place under the limit; held for the connection's life.
@@ -47,30 +48,39 @@ pub struct Slot(Arc<Limit>);
 impl Drop for Slot {
     fn drop(&mut self) {
         // Only the acceptor waits, and only when we were at the limit.
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == self.0.max {
-            self.0.acceptor.unpark();
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == self.0.max
+            && let Some(acceptor) = self.0.acceptor.get()
+        {
+            acceptor.unpark();
         }
     }
 }
 
 impl Limit {
+    /// A limit of `max` open connections, for one `run`; the admin interface reads it.
+    pub fn new(max: usize) -> Arc<Limit> {
+        Arc::new(Limit {
+            open: AtomicUsize::new(0),
+            max,
+            acceptor: OnceLock::new(),
+        })
+    }
+
+    /// Client connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 }
 
-/// Accepts forever on the calling thread, handing each connection and its slot to
-/// `on_accept`.
+/// Accepts on the calling thread until the listener is shut down, handing each
+/// connection and its slot under `limit` to `on_accept`.
 pub fn run(
     listener: TcpListener,
-    max: usize,
+    limit: Arc<Limit>,
     mut on_accept: impl FnMut(TcpStream, SocketAddr, Slot),
 ) {
-    let limit = Arc::new(Limit {
-        open: AtomicUsize::new(0),
-        max,
-        acceptor: thread::current(),
-    });
+    let _ = limit.acceptor.set(thread::current());
+    let max = limit.max;
     let mut last_complaint: Option<Instant> = None;
     loop {
         // Wait for a free slot; park() may wake spuriously, hence the loop.
@@ -83,6 +93,9 @@ pub fn run(
                 on_accept(stream, peer, Slot(limit.clone()));
             }
             Err(err) if is_transient(&err) => {}
+            // EINVAL: the socket no longer listens. `server::Running::wait` shuts it down
+            // at shutdown, which is also how it wakes us out of `accept`.
+            Err(err) if err.kind() == io::ErrorKind::InvalidInput => return,
             Err(err) => {
                 // Out of file descriptors or memory: say so (at most once a second), give
                 // the others a moment to close connections, and go on accepting.

@@ -1,35 +1,63 @@
-//! The `roundhouse` command: flags → validated config → running balancer. A startup
-//! mistake prints one line naming the flag and exits 2.
+//! The `roundhouse` command: flags and config file → validated config → running
+//! balancer, until SIGTERM or SIGINT. A startup mistake prints one line per problem
+//! (naming the flag, or the file and line) and exits 2; `--check` stops after the
+//! validation, with exit 0 when there was no problem.
 
 use std::process::ExitCode;
 
-use roundhouse::{Config, cli};
+use roundhouse::config_file::Source;
+use roundhouse::{cli, signals};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let config = match cli::parse(&args)
-        .map_err(|exit| (exit.text, exit.code))
-        .and_then(|args| Config::from_cli(args).map_err(|msg| (msg, 2)))
-    {
-        Ok(config) => config,
-        Err((text, 0)) => {
-            print!("{text}");
+    let typed: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = typed.iter().map(String::as_str).collect();
+    let args = match cli::parse(&args) {
+        Ok(args) => args,
+        Err(exit) if exit.code == 0 => {
+            print!("{}", exit.text);
             return ExitCode::SUCCESS;
         }
-        Err((text, code)) => {
-            eprintln!("roundhouse: {text}");
-            return ExitCode::from(code as u8);
+        Err(exit) => {
+            eprintln!("roundhouse: {}", exit.text);
+            return ExitCode::from(2);
+        }
+    };
+    let check = args.check;
+    let source = Source::new(typed, &args);
+    let config = match source.load() {
+        Ok(config) => config,
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("roundhouse: {problem}");
+            }
+            return ExitCode::from(2);
         }
     };
     let backends: Vec<String> = config
         .backends
         .iter()
-        .map(|b| match b.weight.get() {
-            1 => b.addr.to_string(),
-            w => format!("{} (weight {w})", b.addr),
+        .map(|b| match (b.weight.get(), b.backup) {
+            (1, false) => b.addr.to_string(),
+            (1, true) => format!("{} (backup)", b.addr),
+            (w, false) => format!("{} (weight {w})", b.addr),
+            (w, true) => format!("{} (weight {w}, backup)", b.addr),
         })
         .collect();
+    if check {
+        let what = match source.file() {
+            Some(file) => format!("{} and the flags", file.display()),
+            None => "the flags".into(),
+        };
+        println!(
+            "roundhouse: {what}: the configuration is valid: listen {}, {} over {}",
+            config.listen,
+            config.strategy.name(),
+            backends.join(", ")
+        );
+        return ExitCode::SUCCESS;
+    }
+    // Before the port opens: a signal sent as soon as it is open must not kill us.
+    let caught = signals::catch();
     let running = match roundhouse::start(config.clone()) {
         Ok(running) => running,
         Err(err) => {
@@ -48,6 +76,14 @@ fn main() -> ExitCode {
             ""
         },
     );
+    if let Some(admin) = running.admin_addr() {
+        println!("admin interface on http://{admin}/ (metrics at /metrics)");
+    }
+    if let Err(err) = caught.and_then(|c| c.handle(source, running.control(), running.shutdown())) {
+        // Caught signals nobody handles would leave only SIGKILL to stop us.
+        eprintln!("roundhouse: cannot watch signals: {err}");
+        return ExitCode::from(2);
+    }
     running.wait();
     ExitCode::SUCCESS
 }

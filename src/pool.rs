@@ -93,6 +93,13 @@ impl<T: Send + 'static> Pool<T> {
     pub fn workers(&self) -> usize {
         self.shared.started.load(Ordering::Relaxed)
     }
+
+    /// Workers running a job right now (started and not waiting for one).
+    pub fn busy(&self) -> usize {
+        // Relaxed: a gauge for the admin interface; two loads apart, hence saturating.
+        let idle = self.shared.idle.load(Ordering::Relaxed);
+        self.workers().saturating_sub(idle)
+    }
 }
 
 /// Starts one more worker if jobs are waiting that no idle worker will take. Checked

@@ -4,26 +4,49 @@
 //! `http1/` the writing back.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use ureq::http::header::{self, HeaderMap, HeaderValue};
 use ureq::http::{Method, Uri};
 
 use crate::access_log::{AccessLog, Entry};
-use crate::balancer::{Balancer, Candidates, InFlight, PickContext};
+use crate::balancer::{Backend, Balancer, Candidates, InFlight, PickContext};
+use crate::config::RetryConfig;
 use crate::error::ProxyError;
 use crate::headers;
+use crate::health::{self, Health};
 use crate::http1::{
     BodyReader, ClientConn, Framing, RequestHead, ResponseBody, Version, write_error, write_head,
 };
+use crate::metrics::Stats;
+use crate::request_id::{self, X_REQUEST_ID};
+use crate::retry::{Budget, Replay};
+use crate::shutdown::Shutdown;
+use crate::trace::Attempts;
 use crate::upstream::{Reply, RequestBody};
 
 /// What one request needs that outlives it: the backends and the request-level settings.
 pub struct Proxy {
-    pub balancer: Balancer,
+    /// The backends and strategy, swapped whole by a reload (reload.rs). Loaded once per
+    /// request, without a lock: a request finishes on the set it started with.
+    pub balancer: Arc<ArcSwap<Balancer>>,
+    /// Set at shutdown: answers then say `Connection: close`.
+    pub shutdown: Arc<Shutdown>,
     pub max_body: Option<u64>,
     pub log: AccessLog,
+    /// Counters of the requests that no backend was tried for.
+    pub no_backend: Stats,
+    /// `--trace-header`: answers say why their backend was picked and where time went.
+    pub trace: bool,
+    /// Requests carry an `X-Request-Id` (with the combined or json log, or a trace).
+    pub request_ids: bool,
+    /// Where failures and answers are reported; decides which backends are up.
+    pub health: Health,
+    pub retry: RetryConfig,
+    /// Resends allowed over the last seconds (retry.rs).
+    pub budget: Budget,
 }
 
 /// Buffers a worker reuses for every request it serves, so the hot path allocates none.
@@ -32,6 +55,8 @@ pub struct Scratch {
     pub out: Vec<u8>,
     /// Body bytes on their way from the backend to the client.
     copy: Box<[u8]>,
+    /// The request body as sent so far, kept to be sent again (`--retry-buffer`).
+    kept: Vec<u8>,
 }
 
 impl Default for Scratch {
@@ -39,6 +64,7 @@ impl Default for Scratch {
         Scratch {
             out: Vec::with_capacity(16 * 1024),
             copy: vec![0; 16 * 1024].into_boxed_slice(),
+            kept: Vec::new(),
         }
     }
 }
@@ -52,11 +78,13 @@ pub enum Next {
 
 /// Proxies one client request and answers it, whatever happens: with the backend's
 /// answer, or with one short error. Returns whether the connection may be reused.
+/// `queue_wait`: how long the connection waited for a worker before this request.
 pub fn handle(
     proxy: &Proxy,
     conn: &mut ClientConn,
     head: RequestHead,
     scratch: &mut Scratch,
+    queue_wait: Duration,
 ) -> Next {
     let started = Instant::now();
     let RequestHead {
@@ -76,6 +104,9 @@ pub fn handle(
     } else {
         (None, None)
     };
+    let request_id = proxy
+        .request_ids
+        .then(|| request_id::take_or_make(&mut headers));
     let mut entry = Entry {
         peer: conn.peer(),
         backend: None,
@@ -87,27 +118,43 @@ pub fn handle(
         started,
         referer: referer.as_ref(),
         user_agent: user_agent.as_ref(),
+        request_id: request_id.as_ref(),
+        queue_wait,
+        upstream: None,
+        retries: 0,
     };
+    // Held until the request ends: the backends it was counted against stay alive even
+    // if a reload swaps them out meanwhile.
+    let balancer = proxy.balancer.load();
+    let mut attempts = Attempts::new(proxy.trace);
 
     let outcome = check_declared_length(framing, proxy.max_body)
         .and_then(|()| origin_form(&target, &mut headers))
         .and_then(|path| {
             // The pick sees the request as the client sent it, before the header policy.
-            let candidates = proxy.balancer.candidates(&PickContext {
+            let candidates = balancer.candidates(&PickContext {
                 client: entry.peer.ip(),
                 path,
                 headers: &headers,
             });
+            attempts.candidates(&balancer, &candidates);
             headers::to_upstream(&mut headers, entry.peer.ip());
             let mut body = conn.body(framing, expect_continue, proxy.max_body);
-            let forwarded = forward(
-                candidates,
-                &method,
-                path,
+            let request = Outgoing {
+                method: &method,
+                target: path,
                 headers,
                 framing,
+                started,
+            };
+            let forwarded = forward(
+                proxy,
+                &balancer,
+                candidates,
+                request,
                 &mut body,
-                &mut entry.backend,
+                &mut scratch.kept,
+                &mut attempts,
             );
             // A body the client broke off is the client's fault, whatever ureq made of it.
             match body.failure() {
@@ -123,7 +170,9 @@ pub fn handle(
     // `_in_flight` counts the request against its backend until the answer is relayed.
     let ((reply, _in_flight), reusable) = match outcome {
         Ok(found) => found,
-        Err((err, next)) => return answer_error(proxy, conn, scratch, err, next, entry),
+        Err((err, next)) => {
+            return answer_error(proxy, conn, scratch, err, next, entry, &attempts);
+        }
     };
 
     let next = match relay(
@@ -132,7 +181,14 @@ pub fn handle(
         version,
         method == Method::HEAD,
         reply,
-        reusable,
+        // Shutting down: this answer is the connection's last.
+        reusable && !proxy.shutdown.is_stopping(),
+        |headers| {
+            if let Some(id) = &request_id {
+                headers.insert(X_REQUEST_ID.clone(), id.clone());
+            }
+            attempts.add_headers(queue_wait, headers);
+        },
     ) {
         Ok(relayed) => {
             entry.status = relayed.status;
@@ -143,68 +199,140 @@ pub fn handle(
             // Part of the answer may be out: the only honest ending is to close.
             entry.status = broken.status;
             entry.bytes = broken.bytes;
-            proxy.log.write(&entry, Some(&broken.error));
+            finish(proxy, &mut entry, &attempts, Some(&broken.error));
             return Next::Close;
         }
     };
-    proxy.log.write(&entry, None);
+    finish(proxy, &mut entry, &attempts, None);
     next
+}
+
+/// Counts a finished request against the backend that answered (or was tried last) and
+/// writes its log line.
+fn finish(
+    proxy: &Proxy,
+    entry: &mut Entry<'_>,
+    attempts: &Attempts<'_>,
+    error: Option<&ProxyError>,
+) {
+    entry.backend = attempts.last.map(|b| b.upstream.addr());
+    entry.upstream = attempts.upstream;
+    entry.retries = attempts.retries;
+    let backend_fault = matches!(
+        error,
+        Some(
+            ProxyError::NoBackend
+                | ProxyError::Connect { .. }
+                | ProxyError::Timeout { .. }
+                | ProxyError::Reset { .. }
+                | ProxyError::Upstream { .. }
+        )
+    );
+    let stats = attempts.last.map_or(&proxy.no_backend, Backend::stats);
+    stats.record(entry.status, entry.started.elapsed(), backend_fault);
+    proxy.log.write(entry, error);
+}
+
+/// The request as it goes upstream, after the header policy.
+struct Outgoing<'a> {
+    method: &'a Method,
+    /// Origin-form: path and query.
+    target: &'a str,
+    headers: HeaderMap,
+    framing: Framing,
+    /// When the request started (the retry budget's clock).
+    started: Instant,
 }
 
 /// Sends the request to the first backend that takes it. A backend that refuses the
 /// connection (or does not complete it in time) is skipped: the request never left, so
 /// the next one gets it, body and all; when every backend has refused, the last refusal
-/// is the answer. A connection the backend closed before answering (typically a pooled
-/// one it had given up on) is retried once, on the next backend (or the same one, on a
-/// fresh connection, if it is the only one), when sending again is safe: no body,
-/// idempotent method. No candidate at all (none available) is `NoBackend`.
+/// is the answer. A backend that closes or resets the connection before sending any
+/// byte of an answer (typically a pooled connection it had given up on, or a backend
+/// that died) gets the request sent again, on the next backend (or the same one, on a
+/// fresh connection, if it is the only one), when that is safe and affordable: the
+/// method is idempotent or the request carries `Idempotency-Key`, every body byte sent
+/// so far was kept (`--retry-buffer`), resends are left (`--retries`) and the retry
+/// budget allows one. Connect failures, timeouts and every answer are reported to
+/// `health`. No candidate at all (none available) is `NoBackend`.
 fn forward<'p>(
+    proxy: &Proxy,
+    balancer: &'p Balancer,
     candidates: Candidates<'p>,
-    method: &Method,
-    target: &str,
-    headers: HeaderMap,
-    framing: Framing,
+    request: Outgoing<'_>,
     body: &mut BodyReader<'_>,
-    tried: &mut Option<SocketAddr>,
+    kept: &mut Vec<u8>,
+    attempts: &mut Attempts<'p>,
 ) -> Result<(Reply, InFlight<'p>), ProxyError> {
-    // How many candidates there are, counted at the first refusal only.
+    let Outgoing {
+        method,
+        target,
+        headers,
+        framing,
+        started,
+    } = request;
+    let all = balancer.backends();
+    let now = health::ms_at(started);
+    proxy.budget.request(now);
+    let may_resend = idempotent(method) || headers.contains_key(IDEMPOTENCY_KEY);
+    let keep = match framing {
+        Framing::None => 0,
+        _ => proxy.retry.buffer,
+    };
+    let mut body = Replay::new(body, kept, keep);
+    let max_resends = proxy.retry.retries;
+    // How many candidates there are, counted at the first failure only.
     let mut count = None;
     let mut refused = 0;
-    let mut resent = false;
+    let mut resends = 0;
     for backend in candidates.clone().cycle() {
         let upstream = &backend.upstream;
-        *tried = Some(upstream.addr());
+        attempts.attempt(backend);
+        body.rewind();
         let request_body = match framing {
             Framing::None => RequestBody::Empty,
-            Framing::Length(len) => RequestBody::Sized(len, body as &mut dyn Read),
-            Framing::Chunked => RequestBody::Chunked(body as &mut dyn Read),
+            Framing::Length(len) => RequestBody::Sized(len, &mut body as &mut dyn Read),
+            Framing::Chunked => RequestBody::Chunked(&mut body as &mut dyn Read),
         };
         let in_flight = backend.start();
         let sent = Instant::now();
         // ureq consumes the headers; another attempt may need them.
         let err = match upstream.send(method, target, headers.clone(), request_body) {
             Ok(reply) => {
-                in_flight.record(sent.elapsed());
+                let took = sent.elapsed();
+                in_flight.record(took);
+                attempts.answered(took, reply.connect);
+                proxy
+                    .health
+                    .answered(all, backend, reply.status, &reply.headers);
                 return Ok((reply, in_flight));
             }
             Err(err) => err,
         };
+        let count = *count.get_or_insert_with(|| candidates.clone().count());
         match err {
             ProxyError::Connect { .. } => {
+                proxy.health.failed(all, backend, health::now_ms());
                 refused += 1;
-                if refused >= *count.get_or_insert_with(|| candidates.clone().count()) {
+                if refused >= count {
                     return Err(err);
                 }
                 eprintln!("roundhouse: {err}; trying the next backend");
+                attempts.retry(backend, &err);
             }
             ProxyError::Reset { .. }
-                if !resent && framing == Framing::None && idempotent(method) =>
+                if may_resend
+                    && body.can_replay()
+                    && resends < max_resends.unwrap_or(count.saturating_sub(1).max(1))
+                    && proxy.budget.try_resend(now) =>
             {
-                resent = true;
+                resends += 1;
+                attempts.retry(backend, &err);
             }
             // No answer in time is a sample too: at least that slow.
             ProxyError::Timeout { .. } => {
                 in_flight.record(sent.elapsed());
+                proxy.health.failed(all, backend, health::now_ms());
                 return Err(err);
             }
             err => return Err(err),
@@ -212,6 +340,10 @@ fn forward<'p>(
     }
     Err(ProxyError::NoBackend)
 }
+
+/// A request carrying this header may be sent twice: the backend recognises the repeat
+/// (IETF draft "The Idempotency-Key HTTP Header Field").
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// A body announced larger than `--max-body` is refused from the head alone, before any
 /// backend hears of the request. (A chunked body is counted as it is read, in `http1/`.)
@@ -296,6 +428,7 @@ fn relay(
     is_head: bool,
     mut reply: Reply,
     keep_alive: bool,
+    add_headers: impl FnOnce(&mut HeaderMap),
 ) -> Result<Relayed, Broken> {
     let status = reply.status;
     let backend = reply.backend;
@@ -306,6 +439,7 @@ fn relay(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     headers::to_client(&mut headers);
+    add_headers(&mut headers);
     let bodyless = is_head || status == 204 || status == 304 || (100..200).contains(&status);
     let (kind, head_len) = match (bodyless, reply.content_length) {
         (true, _) if status == 204 || status < 200 => (ResponseBody::None, None),
@@ -314,7 +448,7 @@ fn relay(
         (false, None) => (ResponseBody::Unknown, None),
     };
 
-    let Scratch { out, copy } = scratch;
+    let Scratch { out, copy, .. } = scratch;
     let mut writer = write_head(
         conn.stream_mut(),
         out,
@@ -338,13 +472,20 @@ fn relay(
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(err) => {
-                    return Err(Broken {
-                        status,
-                        bytes,
-                        error: ProxyError::Upstream {
+                    // A stall past --timeout is told apart for the log's termination code.
+                    let error = match err.kind() {
+                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                            ProxyError::Timeout { backend }
+                        }
+                        _ => ProxyError::Upstream {
                             backend,
                             detail: format!("answer broke off: {err}"),
                         },
+                    };
+                    return Err(Broken {
+                        status,
+                        bytes,
+                        error,
                     });
                 }
             };
@@ -376,22 +517,37 @@ fn answer_error(
     err: ProxyError,
     next: Next,
     mut entry: Entry<'_>,
+    attempts: &Attempts<'_>,
 ) -> Next {
     let Some(status) = err.status() else {
-        proxy.log.write(&entry, Some(&err));
+        finish(proxy, &mut entry, attempts, Some(&err));
         return Next::Close;
     };
     let keep_alive = next == Next::KeepAlive;
+    // The request id and the trace go with an error too: that is when they are wanted.
+    let trace = attempts.header_values(entry.queue_wait);
+    let mut extra: [(&str, &str); 3] = [("", ""); 3];
+    let mut n = 0;
+    for (name, value) in [
+        ("X-Request-Id", entry.request_id),
+        ("X-Roundhouse-Trace", trace.as_ref().map(|t| &t.0)),
+        ("Server-Timing", trace.as_ref().map(|t| &t.1)),
+    ] {
+        if let Some(value) = value.and_then(|v| v.to_str().ok()) {
+            extra[n] = (name, value);
+            n += 1;
+        }
+    }
     let written = write_error(
         conn.stream_mut(),
         &mut scratch.out,
         status,
         err.client_text(),
-        &[],
+        &extra[..n],
         keep_alive,
     );
     entry.status = status;
-    proxy.log.write(&entry, Some(&err));
+    finish(proxy, &mut entry, attempts, Some(&err));
     match written {
         Ok(()) => next,
         Err(_) => Next::Close,

@@ -1,21 +1,28 @@
 //! Wires the balancer together: the listener, the queue, the workers, the waiting room
-//! and the backends. `start` returns once the port is bound and every thread runs.
+//! and the backends. `start` returns once the port is bound and every thread runs;
+//! `Running::wait` winds it all down at shutdown (see shutdown.rs).
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::TrySendError;
+use socket2::SockRef;
 
 use crate::access_log::AccessLog;
-use crate::balancer::Balancer;
-use crate::config::Config;
+use crate::admin;
+use crate::config::{Config, LogFormat};
 use crate::connection::{self, Client, Shared};
-use crate::listener;
+use crate::health::{self, Health};
+use crate::listener::{self, Limit};
+use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::proxy::{Proxy, Scratch};
-use crate::upstream::Settings;
+use crate::reload::Control;
+use crate::retry::Budget;
+use crate::shutdown::Shutdown;
 use crate::waiting_room::WaitingRoom;
 
 /// Worker stacks: a request needs little stack (buffers live on the heap), and 512
@@ -25,7 +32,17 @@ const WORKER_STACK: usize = 256 * 1024;
 /// A running balancer.
 pub struct Running {
     local_addr: SocketAddr,
+    /// Where the admin interface listens (`--admin`), if it does.
+    admin_addr: Option<SocketAddr>,
     acceptor: thread::JoinHandle<()>,
+    control: Control,
+    shutdown: Arc<Shutdown>,
+    /// A second handle on the listening socket, to shut it at shutdown.
+    listener: TcpListener,
+    /// Open client connections: shutdown waits for them to close.
+    connections: Arc<Limit>,
+    waiting_room: WaitingRoom,
+    grace: Duration,
 }
 
 impl Running {
@@ -34,36 +51,92 @@ impl Running {
         self.local_addr
     }
 
-    /// Blocks for as long as the balancer runs.
+    /// The admin interface's bound address (useful with port 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Reloads and runtime weight changes: see reload.rs.
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
+    /// The switch that stops the balancer: `begin()` it from any thread (signals.rs
+    /// does, on SIGTERM and SIGINT) and `wait` winds down and returns.
+    pub fn shutdown(&self) -> Arc<Shutdown> {
+        self.shutdown.clone()
+    }
+
+    /// Blocks until a shutdown begins, then winds down: stops accepting, closes idle
+    /// keep-alive connections, lets the requests in flight finish (their answers close
+    /// their connections) and returns when no client connection is left or `--grace`
+    /// has passed, whichever comes first.
     pub fn wait(self) {
-        let _ = self.acceptor.join();
+        self.shutdown.wait_begun();
+        // Wakes the acceptor out of `accept` with EINVAL, and it returns; connection
+        // attempts from now on are refused. The acceptor is not joined: at the
+        // connection limit it waits for a slot, and that must not hold up the exit.
+        if let Err(err) = SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read) {
+            eprintln!("roundhouse: cannot stop listening: {err}");
+        }
+        drop(self.acceptor);
+        self.waiting_room.close();
+        let grace = humantime::format_duration(self.grace);
+        eprintln!(
+            "roundhouse: stopped accepting; waiting up to {grace} for {} open connections",
+            self.connections.open()
+        );
+        let deadline = Instant::now() + self.grace;
+        while self.connections.open() > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        match self.connections.open() {
+            0 => eprintln!("roundhouse: stopped"),
+            n => eprintln!("roundhouse: stopped after {grace} with {n} connections still open"),
+        }
     }
 }
 
 /// Binds the listening port and starts every thread: the acceptor, the waiting room and
 /// the workers. Returns once requests can be accepted.
 pub fn start(config: Config) -> io::Result<Running> {
+    let started = Instant::now();
     raise_open_files_limit(&config);
     let listener = listener::bind(config.listen, config.client_timeout)?;
     let local_addr = listener.local_addr()?;
 
-    let settings = Settings {
-        connect_timeout: config.connect_timeout,
-        timeout: config.timeout,
-        pool_size: config.workers.get(),
-    };
+    let control = Control::new(config.clone());
+    let shutdown = Arc::new(Shutdown::default());
     let proxy = Proxy {
-        balancer: Balancer::new(&config.backends, config.strategy, &settings),
+        balancer: control.balancer(),
+        shutdown: shutdown.clone(),
         max_body: config.max_body,
         log: AccessLog::new(config.log),
+        no_backend: Stats::default(),
+        trace: config.trace_header,
+        request_ids: config.trace_header
+            || matches!(config.log, LogFormat::Combined | LogFormat::Json),
+        health: Health::new(config.health.clone()),
+        retry: config.retry.clone(),
+        budget: Budget::default(),
     };
 
     let (waiting_room, room) = WaitingRoom::new(config.idle_timeout)?;
     let shared = Arc::new(Shared {
         proxy,
-        waiting_room,
+        waiting_room: waiting_room.clone(),
         client_timeout: config.client_timeout,
     });
+    let admin_shared = shared.clone();
+    if config.health.checks.is_some() {
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("health".into())
+            .spawn(move || {
+                let proxy = &shared.proxy;
+                health::run(|| proxy.balancer.load_full(), &proxy.health)
+            })?;
+    }
     // Connections with a request ready wait in the pool's queue for a worker.
     let pool = Pool::start(config.workers, config.queue, WORKER_STACK, move |_| {
         let shared = shared.clone();
@@ -72,12 +145,32 @@ pub fn start(config: Config) -> io::Result<Running> {
     })?;
     room.start(pool.clone(), connection::turn_away)?;
 
+    let limit = Limit::new(config.max_connections.get());
+    let admin_addr = match &config.admin {
+        None => None,
+        Some(admin) => {
+            let sources = admin::Sources {
+                shared: admin_shared,
+                control: control.clone(),
+                pool: pool.clone(),
+                connections: limit.clone(),
+                started,
+                config_source: match &config.config_file {
+                    Some(path) => format!("file {}", path.display()),
+                    None => "command line".into(),
+                },
+            };
+            Some(admin::start(admin.addr, admin.token.clone(), sources)?)
+        }
+    };
+
     let client_timeout = config.client_timeout;
-    let max_connections = config.max_connections.get();
+    let connections = limit.clone();
+    let listener_handle = listener.try_clone()?;
     let acceptor = thread::Builder::new()
         .name("acceptor".into())
         .spawn(move || {
-            listener::run(listener, max_connections, |stream, peer, slot| {
+            listener::run(listener, limit, |stream, peer, slot| {
                 let client = Client::new(stream, peer, slot, client_timeout);
                 match pool.try_submit(client) {
                     Ok(()) => {}
@@ -90,7 +183,14 @@ pub fn start(config: Config) -> io::Result<Running> {
         })?;
     Ok(Running {
         local_addr,
+        admin_addr,
         acceptor,
+        control,
+        shutdown,
+        listener: listener_handle,
+        connections,
+        waiting_room,
+        grace: config.grace,
     })
 }
 

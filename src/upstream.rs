@@ -3,9 +3,10 @@
 //! `Reply` it returns. Every ureq default that matters to a proxy is overridden here, on
 //! purpose, with its reason.
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ureq::http::{HeaderMap, HeaderValue, Method, Request, Uri, Version, header};
 use ureq::unversioned::resolver::DefaultResolver;
@@ -52,7 +53,17 @@ pub struct Reply {
     pub headers: HeaderMap,
     /// From the backend's Content-Length, when it framed the body that way.
     pub content_length: Option<u64>,
+    /// How long the TCP connect took, when this exchange opened a new connection (not
+    /// when it reused a pooled one).
+    pub connect: Option<Duration>,
     body: Body,
+}
+
+thread_local! {
+    /// The last connect made on this thread and how long it took. ureq connects on the
+    /// calling thread, inside `Agent::run`, and does not report the time; `send` clears
+    /// this before an exchange and reads it after.
+    static LAST_CONNECT: Cell<Option<Duration>> = const { Cell::new(None) };
 }
 
 impl Reply {
@@ -125,6 +136,7 @@ impl Upstream {
         let uri: Uri = format!("{}{}", self.base, target)
             .parse()
             .map_err(|_| ProxyError::BadRequest("bad request target"))?;
+        LAST_CONNECT.set(None);
         let response = match body {
             RequestBody::Empty => self.exchange(method, uri, headers, ()),
             RequestBody::Sized(len, reader) => {
@@ -145,9 +157,36 @@ impl Upstream {
             backend: self.addr,
             status: parts.status.as_u16(),
             content_length: body.content_length(),
+            connect: LAST_CONNECT.take(),
             headers: parts.headers,
             body,
         })
+    }
+
+    /// One health check: a GET of `path` through this backend's Agent (same settings,
+    /// same pool), bounded as a whole by `timeout`. Returns the status; reads and drops
+    /// up to 64 KiB of the body so that the connection can go back to the pool. A pooled
+    /// connection the backend had closed is retried once on a fresh one: that is not the
+    /// backend failing its check.
+    pub fn probe(&self, path: &str, timeout: Duration) -> Result<u16, ProxyError> {
+        let uri = format!("{}{}", self.base, path);
+        let attempt = || {
+            self.agent
+                .get(&uri)
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
+                .call()
+                .map_err(|err| self.classify(err))
+        };
+        let response = match attempt() {
+            Err(ProxyError::Reset { .. }) => attempt()?,
+            other => other?,
+        };
+        let status = response.status().as_u16();
+        let mut body = response.into_body().into_reader().take(64 * 1024);
+        let _ = io::copy(&mut body, &mut io::sink());
+        Ok(status)
     }
 
     fn exchange(
@@ -233,12 +272,14 @@ impl Connector<()> for TcpConnector {
         let limit = details.timeout.not_zero().map(|t| *t);
         let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to connect to");
         for addr in details.addrs.iter() {
+            let started = Instant::now();
             let attempt = match limit {
                 Some(limit) => TcpStream::connect_timeout(addr, limit),
                 None => TcpStream::connect(addr),
             };
             match attempt {
                 Ok(stream) => {
+                    LAST_CONNECT.set(Some(started.elapsed()));
                     stream.set_nodelay(details.config.no_delay())?;
                     let buffers = LazyBuffers::new(
                         details.config.input_buffer_size(),

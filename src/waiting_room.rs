@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,8 @@ use crate::connection::Client;
 pub struct WaitingRoom {
     arrivals: Sender<Client>,
     poller: Arc<Poller>,
+    /// Set at shutdown by `close`: nothing is parked any more.
+    closed: Arc<AtomicBool>,
 }
 
 impl WaitingRoom {
@@ -33,7 +36,9 @@ impl WaitingRoom {
     pub fn new(idle_timeout: Duration) -> io::Result<(WaitingRoom, Room)> {
         let poller = Arc::new(Poller::new()?);
         let (arrivals, arrivals_rx) = unbounded();
+        let closed = Arc::new(AtomicBool::new(false));
         let room = Room {
+            closed: closed.clone(),
             poller: poller.clone(),
             arrivals: arrivals_rx,
             parked: Slab::new(),
@@ -41,15 +46,35 @@ impl WaitingRoom {
             next_seq: 0,
             idle_timeout,
         };
-        Ok((WaitingRoom { arrivals, poller }, room))
+        Ok((
+            WaitingRoom {
+                arrivals,
+                poller,
+                closed,
+            },
+            room,
+        ))
     }
 
-    /// Parks an idle connection until its next request arrives or it times out.
+    /// Parks an idle connection until its next request arrives or it times out. After
+    /// `close`, closes it instead.
     pub fn park(&self, client: Client) {
+        // Relaxed: a connection parked in a race with `close` is closed by the room
+        // (which checks after taking arrivals) or, once the room is gone, by the failed send.
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
         if self.arrivals.send(client).is_ok() {
             // Wake the room so that it registers the connection now.
             let _ = self.poller.notify();
         }
+    }
+
+    /// Shutdown: closes every parked connection, and any parked from now on. A request
+    /// that already arrived on one is still served (the room hands it to the workers).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let _ = self.poller.notify();
     }
 }
 
@@ -61,6 +86,7 @@ struct Parked {
 
 /// The waiting room's own side: the parked connections, run by its thread.
 pub struct Room {
+    closed: Arc<AtomicBool>,
     poller: Arc<Poller>,
     arrivals: Receiver<Client>,
     parked: Slab<Parked>,
@@ -100,12 +126,16 @@ impl Room {
                 }
                 continue;
             }
+            // One clock read for the batch: when these connections went on the queue.
+            let now = Instant::now();
             for event in events.iter() {
                 let Some(parked) = self.parked.try_remove(event.key) else {
                     continue;
                 };
                 let _ = self.poller.delete(parked.client.conn.stream());
-                match ready.try_submit(parked.client) {
+                let mut client = parked.client;
+                client.queued_at(now);
+                match ready.try_submit(client) {
                     Ok(()) => {}
                     Err(TrySendError::Full(client)) => on_full(client),
                     Err(TrySendError::Disconnected(_)) => return,
@@ -113,6 +143,11 @@ impl Room {
             }
             while let Ok(client) = self.arrivals.try_recv() {
                 self.admit(client);
+            }
+            if self.closed.load(Ordering::Relaxed) {
+                self.close_all();
+                // Dropping `arrivals` makes later `park`s close their connection.
+                return;
             }
             self.expire(Instant::now());
         }
@@ -134,6 +169,14 @@ impl Room {
         entry.insert(Parked { client, seq });
         self.expiry
             .push_back((Instant::now() + self.idle_timeout, key, seq));
+    }
+
+    /// Closes every parked connection (shutdown).
+    fn close_all(&mut self) {
+        for parked in self.parked.drain() {
+            let _ = self.poller.delete(parked.client.conn.stream());
+        }
+        self.expiry.clear();
     }
 
     /// Closes the connections that stayed idle past their deadline.

@@ -23,3 +23,12 @@ mod cli;
 
 #[path = "it/strategies.rs"]
 mod strategies;
+
+#[path = "it/admin.rs"]
+mod admin;
+
+#[path = "it/operations.rs"]
+mod operations;
+
+#[path = "it/health.rs"]
+mod health;

@@ -14,12 +14,16 @@ mod random;
 mod round_robin;
 
 use std::net::IpAddr;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ureq::http::HeaderMap;
 
-use crate::config::{BackendSpec, Strategy};
+use crate::config::{AllDown, BackendSpec, Strategy};
+use crate::health::{self, Standing};
+use crate::metrics::Stats;
 use crate::upstream::{Settings, Upstream};
 
 use hash::{Hash, Key, Ring, RingWalk};
@@ -31,10 +35,32 @@ use random::{Random, WeightedDraw};
 pub use round_robin::RoundRobin;
 
 /// One backend: where it is, its weight, and the live state the strategies read.
+///
+/// What the backend's spec says (weight, backup) is kept here; everything that must
+/// outlive a reload is in `Live`, reached through `Deref`: a reload (reload.rs) builds
+/// new `Backend`s, and one whose address was there before shares the old one's `Live`, so
+/// its connection pool, counters and health carry over. New live state goes in `Live`.
 pub struct Backend {
-    pub upstream: Upstream,
     pub weight: u32,
+    /// A backup (`--backend ADDR,backup`) takes requests only while no primary can.
+    backup: bool,
+    live: Arc<Live>,
+}
+
+/// The part of a backend that outlives a reload (see `Backend`).
+pub struct Live {
+    pub upstream: Upstream,
     load: Load,
+    /// What happened to the requests sent here; see metrics.rs.
+    stats: Stats,
+}
+
+impl Deref for Backend {
+    type Target = Live;
+
+    fn deref(&self) -> &Live {
+        &self.live
+    }
 }
 
 /// The fields every request writes, kept on their own cache lines so that two workers
@@ -52,8 +78,13 @@ struct Load {
     /// until then.
     healthy: AtomicBoolTrue,
     /// True while the operator drains the backend (it finishes what it has, gets nothing
-    /// new). Written only by the admin interface (a later issue).
+    /// new). Written only by the admin interface (admin.rs).
     drained: AtomicBool,
+    /// True while the operator has taken the backend out (maintenance): like drained,
+    /// and shown apart. Written only by the admin interface (admin.rs).
+    disabled: AtomicBool,
+    /// Ejections, `Retry-After` pauses and slow start. Written only by health.rs.
+    standing: Standing,
 }
 
 /// An `AtomicBool` whose default is `true`.
@@ -67,17 +98,80 @@ impl Default for AtomicBoolTrue {
 
 impl Backend {
     pub fn new(upstream: Upstream, weight: u32) -> Backend {
-        Backend {
+        let live = Live {
             upstream,
-            weight: weight.max(1),
             load: Load::default(),
+            stats: Stats::default(),
+        };
+        Backend::sharing(Arc::new(live), weight)
+    }
+
+    /// A backend with another one's live state: the same server after a reload.
+    fn sharing(live: Arc<Live>, weight: u32) -> Backend {
+        Backend {
+            weight: weight.max(1),
+            backup: false,
+            live,
         }
     }
 
-    /// Whether a strategy may pick this backend: healthy and not drained.
+    /// Makes this a backup backend (see `is_available`).
+    pub fn into_backup(mut self) -> Backend {
+        self.backup = true;
+        self
+    }
+
+    pub fn is_backup(&self) -> bool {
+        self.backup
+    }
+
+    /// Whether a strategy may pick this backend: a primary that is up. Backups are
+    /// offered by `Balancer::candidates` only when no primary is.
     pub fn is_available(&self) -> bool {
+        !self.backup && self.is_up()
+    }
+
+    /// Whether the backend may take new requests: healthy, not drained, not disabled,
+    /// not ejected or paused by its own `Retry-After`.
+    pub fn is_up(&self) -> bool {
         // Relaxed: a flip only needs to be seen soon, and publishes no other memory.
-        self.load.healthy.0.load(Ordering::Relaxed) && !self.load.drained.load(Ordering::Relaxed)
+        self.load.healthy.0.load(Ordering::Relaxed)
+            && !self.load.drained.load(Ordering::Relaxed)
+            && !self.load.disabled.load(Ordering::Relaxed)
+            && !self.load.standing.is_out()
+    }
+
+    /// Ejections, pauses and slow start, as health.rs keeps them.
+    pub fn standing(&self) -> &Standing {
+        &self.load.standing
+    }
+
+    /// Whether the health checker counts this backend as up.
+    pub fn is_healthy(&self) -> bool {
+        // Relaxed: see is_available.
+        self.load.healthy.0.load(Ordering::Relaxed)
+    }
+
+    pub fn is_drained(&self) -> bool {
+        // Relaxed: see is_available.
+        self.load.drained.load(Ordering::Relaxed)
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        // Relaxed: see is_available.
+        self.load.disabled.load(Ordering::Relaxed)
+    }
+
+    /// Takes the backend out of rotation for maintenance, or puts it back. Its only
+    /// caller is the admin interface (and tests).
+    pub fn set_disabled(&self, disabled: bool) {
+        // Relaxed: see is_available.
+        self.load.disabled.store(disabled, Ordering::Relaxed);
+    }
+
+    /// The counters of the requests sent to this backend.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Marks the backend up or down. Its only caller is the health checker (and tests).
@@ -157,15 +251,49 @@ pub struct Balancer {
     backends: Vec<Backend>,
     picker: Picker,
     strategy_name: &'static str,
+    /// `--slow-start` in milliseconds; 0 when off.
+    slow_start: u64,
+    /// What to do when no backend, primary or backup, is up (`--all-down`).
+    all_down: AllDown,
+    /// True while every backend is down and requests go to all of them anyway (logged
+    /// when it starts and ends).
+    failing_open: AtomicBool,
+    /// Whose turn it is among the backups (or, failing open, among all).
+    spare_turn: AtomicUsize,
 }
 
 impl Balancer {
     pub fn new(specs: &[BackendSpec], strategy: Strategy, settings: &Settings) -> Balancer {
+        Balancer::reusing(specs, strategy, settings, &[])
+    }
+
+    /// Like `new`, but a backend whose address is among `previous` takes over that one's
+    /// live state (connection pool, counters, health): how a reload keeps them.
+    pub fn reusing(
+        specs: &[BackendSpec],
+        strategy: Strategy,
+        settings: &Settings,
+        previous: &[Backend],
+    ) -> Balancer {
         let backends = specs
             .iter()
-            .map(|spec| Backend::new(Upstream::new(spec.addr, settings), spec.weight.get()))
+            .map(|spec| {
+                let b = match previous.iter().find(|p| p.upstream.addr() == spec.addr) {
+                    Some(p) => Backend::sharing(p.live.clone(), spec.weight.get()),
+                    None => Backend::new(Upstream::new(spec.addr, settings), spec.weight.get()),
+                };
+                if spec.backup { b.into_backup() } else { b }
+            })
             .collect();
         Balancer::with_backends(backends, &strategy)
+    }
+
+    /// Sets slow start (`--slow-start`) and what happens when every backend is down
+    /// (`--all-down`). Without it: no slow start, and no backend when all are down.
+    pub fn with_failover(mut self, slow_start: Option<Duration>, all_down: AllDown) -> Balancer {
+        self.slow_start = slow_start.map_or(0, |d| d.as_millis().max(1) as u64);
+        self.all_down = all_down;
+        self
     }
 
     /// A balancer over backends built by the caller (benchmarks and tests).
@@ -193,6 +321,10 @@ impl Balancer {
             backends,
             picker,
             strategy_name: strategy.name(),
+            slow_start: 0,
+            all_down: AllDown::Unavailable,
+            failing_open: AtomicBool::new(false),
+            spare_turn: AtomicUsize::new(0),
         }
     }
 
@@ -205,10 +337,12 @@ impl Balancer {
     }
 
     /// The backends to try for one request, in order: the strategy's pick (made now,
-    /// once), then the other available backends once each. For the hashing strategies
-    /// the others come in ring order, which is where the key would go if the pick were
-    /// removed; for the rest, in index order from the pick. Yields nothing when no
-    /// backend is available. Lazy and allocation-free; a clone replays the same order.
+    /// once), then the other available backends once each, then the backups that are
+    /// up. For the hashing strategies the others come in ring order, which is where the
+    /// key would go if the pick were removed; for the rest, in index order from the
+    /// pick. When no primary is available: the backups that are up, in turn; when none
+    /// is either, every backend not drained or disabled with `--all-down fail-open`, or
+    /// nothing. Lazy and allocation-free; a clone replays the same order.
     pub fn candidates(&self, ctx: &PickContext<'_>) -> Candidates<'_> {
         let backends = &self.backends[..];
         let (first, rest) = match &self.picker {
@@ -222,11 +356,96 @@ impl Balancer {
                 None => (None, Rest::Wrap(1)),
             },
         };
+        let Some(mut first) = first else {
+            return self.spares();
+        };
+        // Slow start only for the strategies that spread load; a hashed key stays put.
+        if self.slow_start != 0
+            && !matches!(self.picker, Picker::Hash(_))
+            && !self.ramped_up(&backends[first])
+        {
+            // This turn goes to the next available backend; the ramping one stays a
+            // fallback.
+            let n = backends.len();
+            if let Some(next) = (1..n)
+                .map(|k| (first + k) % n)
+                .find(|&i| backends[i].is_available())
+            {
+                first = next;
+            }
+        }
+        self.stop_failing_open();
         Candidates {
             backends,
-            pick: first,
+            pick: Some(first),
             started: false,
             rest,
+            admit: Admit::Primary,
+            tail: 0,
+        }
+    }
+
+    /// Whether `backend` takes this turn under slow start: always at full weight; while
+    /// it ramps up, with a chance growing linearly from 10 % to 100 % over
+    /// `--slow-start`, so its share of requests grows the same way.
+    fn ramped_up(&self, backend: &Backend) -> bool {
+        let Some(from) = backend.standing().ramp_from() else {
+            return true;
+        };
+        let elapsed = health::now_ms().saturating_sub(from);
+        if elapsed >= self.slow_start {
+            backend.standing().ramp_done(from);
+            return true;
+        }
+        fastrand::f64() < (elapsed as f64 / self.slow_start as f64).max(0.1)
+    }
+
+    /// Logs the end of failing open, once: some backend is up again. One relaxed load
+    /// per request otherwise.
+    fn stop_failing_open(&self) {
+        // Relaxed: a log line's trigger; a late or doubled line is harmless.
+        if self.failing_open.load(Ordering::Relaxed)
+            && self.failing_open.swap(false, Ordering::Relaxed)
+        {
+            eprintln!("roundhouse: a backend is up again; no longer failing open");
+        }
+    }
+
+    /// The candidates when no primary is available: the backups, else all (failing open).
+    fn spares(&self) -> Candidates<'_> {
+        let backends = &self.backends[..];
+        let n = backends.len();
+        // Relaxed: see RoundRobin::turn.
+        let turn = self.spare_turn.fetch_add(1, Ordering::Relaxed);
+        let first = |admit: Admit| {
+            (0..n)
+                .map(|k| (turn + k) % n)
+                .find(|&i| admit.admits(&backends[i]))
+        };
+        let (pick, admit) = match first(Admit::Backup) {
+            Some(i) => {
+                self.stop_failing_open();
+                (Some(i), Admit::Backup)
+            }
+            None if self.all_down == AllDown::FailOpen => {
+                let pick = first(Admit::Any);
+                // Relaxed: see candidates.
+                if pick.is_some() && !self.failing_open.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "roundhouse: every backend is down; failing open: requests go to all of them"
+                    );
+                }
+                (pick, Admit::Any)
+            }
+            None => (None, Admit::Any),
+        };
+        Candidates {
+            backends,
+            pick,
+            started: false,
+            rest: Rest::Wrap(1),
+            admit,
+            tail: n,
         }
     }
 }
@@ -240,6 +459,32 @@ pub struct Candidates<'a> {
     /// Whether the pick was yielded already.
     started: bool,
     rest: Rest<'a>,
+    /// Which backends `Rest::Wrap` yields.
+    admit: Admit,
+    /// After the rest, the next index to look at for a backup that is up; the length of
+    /// `backends` when there is no such tail.
+    tail: usize,
+}
+
+/// Which backends a candidate list admits after its pick.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Available primaries (`Backend::is_available`).
+    Primary,
+    /// Backups that are up.
+    Backup,
+    /// Every backend the operator has not taken out (failing open).
+    Any,
+}
+
+impl Admit {
+    fn admits(self, b: &Backend) -> bool {
+        match self {
+            Admit::Primary => b.is_available(),
+            Admit::Backup => b.is_backup() && b.is_up(),
+            Admit::Any => !b.is_drained() && !b.is_disabled(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -261,21 +506,35 @@ impl<'a> Iterator for Candidates<'a> {
             self.started = true;
             return Some(&backends[pick]);
         }
-        match &mut self.rest {
+        let next = match &mut self.rest {
             Rest::Wrap(offset) => {
+                let mut found = None;
                 while *offset < backends.len() {
                     let i = (pick + *offset) % backends.len();
                     *offset += 1;
-                    if backends[i].is_available() {
-                        return Some(&backends[i]);
+                    if self.admit.admits(&backends[i]) {
+                        found = Some(&backends[i]);
+                        break;
                     }
                 }
-                None
+                found
             }
             Rest::Ring(walk) => walk
                 .find(|&i| i != pick && backends[i].is_available())
                 .map(|i| &backends[i]),
+        };
+        if next.is_some() {
+            return next;
         }
+        // The primaries are used up: the backups that are up, in index order.
+        while self.tail < backends.len() {
+            let i = self.tail;
+            self.tail += 1;
+            if Admit::Backup.admits(&backends[i]) {
+                return Some(&backends[i]);
+            }
+        }
+        None
     }
 }
 
@@ -292,7 +551,7 @@ fn lighter(load_a: u64, weight_a: u32, load_b: u64, weight_b: u32) -> bool {
 
 /// Backends for the strategies' unit tests: addresses nobody connects to.
 #[cfg(test)]
-mod testing {
+pub(crate) mod testing {
     use std::net::SocketAddr;
     use std::time::Duration;
 
@@ -401,6 +660,70 @@ mod tests {
             let headers = HeaderMap::new();
             assert_eq!(balancer.candidates(&context(&headers, "/")).count(), 0);
         }
+    }
+
+    fn backups(weights: &[u32], backup: &[usize]) -> Vec<Backend> {
+        backends(weights)
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if backup.contains(&i) {
+                    b.into_backup()
+                } else {
+                    b
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn backups_come_last_and_alone_when_no_primary_is_up() {
+        for strategy in every_strategy() {
+            let balancer = Balancer::with_backends(backups(&[1, 1, 1, 1], &[1, 3]), &strategy);
+            let headers = HeaderMap::new();
+            let order = |b: &Balancer| -> Vec<usize> {
+                b.candidates(&context(&headers, "/"))
+                    .map(|x| index(b, x))
+                    .collect()
+            };
+            let got = order(&balancer);
+            assert_eq!(got[2..], [1, 3], "{strategy:?}: {got:?}");
+            balancer.backends()[0].set_healthy(false);
+            balancer.backends()[2].set_drained(true);
+            let mut got = order(&balancer);
+            got.sort();
+            assert_eq!(got, [1, 3], "{strategy:?}");
+            balancer.backends()[3].set_healthy(false);
+            assert_eq!(order(&balancer), [1], "{strategy:?}");
+            balancer.backends()[1].set_healthy(false);
+            assert_eq!(order(&balancer), [0usize; 0], "{strategy:?}");
+            // Failing open: every backend the operator has not taken out.
+            let balancer = balancer.with_failover(None, AllDown::FailOpen);
+            let mut got = order(&balancer);
+            got.sort();
+            assert_eq!(got, [0, 1, 3], "{strategy:?}");
+        }
+    }
+
+    #[test]
+    fn a_backend_in_slow_start_gets_a_share_growing_from_a_tenth() {
+        let balancer = Balancer::with_backends(backends(&[1, 1]), &Strategy::RoundRobin)
+            .with_failover(Some(Duration::from_secs(3600)), AllDown::Unavailable);
+        let headers = HeaderMap::new();
+        let first = |b: &Balancer| index(b, b.candidates(&context(&headers, "/")).next().unwrap());
+        balancer.backends()[0]
+            .standing()
+            .start_ramp(health::now_ms());
+        let to_0 = (0..2000).filter(|_| first(&balancer) == 0).count();
+        // Half the turns are its own, a tenth of those taken: about 100.
+        assert!((40..=200).contains(&to_0), "{to_0}");
+        // The ramp is over: its full share again.
+        let balancer = balancer.with_failover(Some(Duration::from_millis(1)), AllDown::Unavailable);
+        while health::now_ms() < 5 {}
+        balancer.backends()[0].standing().start_ramp(1);
+        let to_0 = (0..2000).filter(|_| first(&balancer) == 0).count();
+        assert_eq!(to_0, 1000);
+        assert_eq!(balancer.backends()[0].standing().ramp_from(), None);
     }
 
     #[test]

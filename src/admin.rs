@@ -1,0 +1,486 @@
+//! The admin interface: a small HTTP listener of its own (`--admin`, never the proxy
+//! port) for the people who run the balancer. It serves the Prometheus metrics, a JSON
+//! status, a live HTML status page, and runtime changes to the backends (drain, enable,
+//! disable, weight). Requests are read with the same front door as proxied ones
+//! (`http1/`): no second HTTP parser. Each admin connection gets a short-lived thread of
+//! its own, at most `MAX_CONNECTIONS` at once; a sampler thread keeps a few minutes of
+//! per-second request counts for the page's sparklines.
+//!
+//! Reading the counters takes no lock the request path takes: they are the atomics of
+//! `metrics.rs` and `balancer/`. `server.rs` starts this when `--admin` is given.
+
+mod history;
+mod prometheus;
+mod status;
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ureq::http::Method;
+use ureq::http::header::{self, HeaderMap, HeaderValue};
+
+use crate::balancer::{Backend, Balancer};
+use crate::config::MAX_HEAD;
+use crate::connection::{Client, Shared};
+use crate::http1::{ClientConn, RequestHead, ResponseBody, write_error, write_head};
+use crate::listener::Limit;
+use crate::pool::Pool;
+use crate::reload::Control;
+
+use history::History;
+
+/// Admin connections served at once; more get 503. Admin traffic is a scraper, a
+/// browser tab and an operator's curl.
+const MAX_CONNECTIONS: usize = 16;
+/// How long an admin client has to send a request, and the longest idle keep-alive.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest admin request body (a weight is a few digits).
+const MAX_BODY: u64 = 1024;
+/// The status page: one file, embedded, no external assets.
+const PAGE: &str = include_str!("admin/status_page.html");
+
+/// What the admin interface reads and changes.
+pub struct Sources {
+    /// The proxy's shared state, for the counters of requests that found no backend.
+    pub shared: Arc<Shared>,
+    /// The running backend set, and weight changes (reload.rs).
+    pub control: Control,
+    pub pool: Pool<Client>,
+    /// Open client connections (`listener::run` counts them).
+    pub connections: Arc<Limit>,
+    pub started: Instant,
+    /// Where the configuration came from, in words.
+    pub config_source: String,
+}
+
+impl Sources {
+    /// The backend set in use now.
+    fn balancer(&self) -> Arc<Balancer> {
+        self.control.current()
+    }
+}
+
+/// Everything one admin connection needs.
+struct Admin {
+    sources: Sources,
+    /// `Authorization: Bearer` token; `None` on loopback without `--admin-token`.
+    token: Option<String>,
+    history: History,
+    open: AtomicUsize,
+}
+
+/// Binds `addr` and starts the admin threads; returns the bound address.
+pub fn start(addr: SocketAddr, token: Option<String>, sources: Sources) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .map_err(|err| io::Error::new(err.kind(), format!("--admin {addr}: {err}")))?;
+    let local = listener.local_addr()?;
+    let admin = Arc::new(Admin {
+        sources,
+        token,
+        history: History::default(),
+        open: AtomicUsize::new(0),
+    });
+    {
+        let admin = admin.clone();
+        thread::Builder::new()
+            .name("admin-history".into())
+            .spawn(move || {
+                loop {
+                    admin.history.sample(admin.sources.balancer().backends());
+                    thread::sleep(history::INTERVAL);
+                }
+            })?;
+    }
+    thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || accept(listener, admin))?;
+    Ok(local)
+}
+
+fn accept(listener: TcpListener, admin: Arc<Admin>) {
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(err) => {
+                eprintln!("roundhouse: admin accept failed: {err}");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let _ = stream.set_read_timeout(Some(TIMEOUT));
+        let _ = stream.set_write_timeout(Some(TIMEOUT));
+        let _ = stream.set_nodelay(true);
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        // Relaxed: a cap, not a synchronisation point.
+        if admin.open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+            admin.open.fetch_sub(1, Ordering::Relaxed);
+            let mut stream = stream;
+            let _ = write_error(&mut stream, &mut Vec::new(), 503, "admin busy", &[], false);
+            continue;
+        }
+        let conn_admin = admin.clone();
+        let spawned = thread::Builder::new()
+            .name("admin-conn".into())
+            .stack_size(512 * 1024)
+            .spawn(move || {
+                serve(&conn_admin, ClientConn::new(stream, peer, MAX_HEAD));
+                conn_admin.open.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            admin.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An answer to one admin request.
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    /// `Allow` for a 405, `WWW-Authenticate` for a 401.
+    extra: Option<(header::HeaderName, &'static str)>,
+}
+
+impl Answer {
+    fn ok(content_type: &'static str, body: impl Into<Vec<u8>>) -> Answer {
+        Answer {
+            status: 200,
+            content_type,
+            body: body.into(),
+            extra: None,
+        }
+    }
+
+    fn json(value: serde_json::Value) -> Answer {
+        Answer::ok("application/json", value.to_string())
+    }
+
+    fn text(status: u16, text: impl Into<String>) -> Answer {
+        let mut body = text.into().into_bytes();
+        body.push(b'\n');
+        Answer {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body,
+            extra: None,
+        }
+    }
+
+    fn not_allowed(allow: &'static str) -> Answer {
+        Answer {
+            extra: Some((header::ALLOW, allow)),
+            ..Answer::text(405, format!("method not allowed (allowed: {allow})"))
+        }
+    }
+}
+
+/// Serves one admin connection's requests until it closes, idles out or errs.
+fn serve(admin: &Admin, mut conn: ClientConn) {
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let head = match conn.read_head(Instant::now() + TIMEOUT) {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(err) => {
+                if let Some(status) = err.status() {
+                    let stream = conn.stream_mut();
+                    let _ = write_error(stream, &mut out, status, err.client_text(), &[], false);
+                }
+                return;
+            }
+        };
+        let mut body = String::new();
+        let read = conn
+            .body(head.framing, head.expect_continue, Some(MAX_BODY))
+            .read_to_string(&mut body);
+        let (answer, keep_alive) = match read {
+            Ok(_) => (admin.route(&head, &body), head.keep_alive),
+            Err(_) => (Answer::text(400, "unreadable request body"), false),
+        };
+        let is_head = head.method == Method::HEAD;
+        if send(&mut conn, &mut out, &head, answer, is_head, keep_alive).is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+fn send(
+    conn: &mut ClientConn,
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    answer: Answer,
+    is_head: bool,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(answer.content_type),
+    );
+    // Live numbers: never from a cache.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some((name, value)) = answer.extra {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    let len = answer.body.len() as u64;
+    let (kind, head_len) = if is_head {
+        (ResponseBody::None, Some(len))
+    } else {
+        (ResponseBody::Length(len), None)
+    };
+    let mut writer = write_head(
+        conn.stream_mut(),
+        out,
+        head.version,
+        answer.status,
+        &headers,
+        kind,
+        head_len,
+        keep_alive,
+    );
+    if !is_head {
+        io::Write::write_all(&mut writer, &answer.body)?;
+    }
+    writer.finish()
+}
+
+impl Admin {
+    /// Which endpoint a request is for, and its answer.
+    fn route(&self, head: &RequestHead, body: &str) -> Answer {
+        let path = head.target.split('?').next().unwrap_or_default();
+        let method = &head.method;
+        let readable = *method == Method::GET || *method == Method::HEAD;
+        // Without a token, the loopback address is the only guard, and a web page in the
+        // operator's browser can reach loopback too: a hostile page may make it POST
+        // (a form needs no preflight), or read answers after pointing its own domain at
+        // 127.0.0.1 (DNS rebinding). Refuse both: changes from another origin, and any
+        // Host that is not an address or localhost.
+        if !readable && from_another_origin(&head.headers) {
+            return Answer::text(403, "refused: the request comes from another web origin");
+        }
+        if self.token.is_none() && !local_host(&head.headers) {
+            return Answer::text(
+                403,
+                "refused: without --admin-token, Host must be localhost or an IP address",
+            );
+        }
+        // The page itself holds no data: it asks /status.json, with the token, for that.
+        if path == "/" {
+            return if readable {
+                Answer::ok("text/html; charset=utf-8", PAGE)
+            } else {
+                Answer::not_allowed("GET, HEAD")
+            };
+        }
+        if !self.authorized(&head.headers) {
+            return Answer {
+                extra: Some((header::WWW_AUTHENTICATE, "Bearer realm=\"roundhouse\"")),
+                ..Answer::text(401, "missing or wrong bearer token")
+            };
+        }
+        match path {
+            "/metrics" if readable => Answer::ok(
+                "text/plain; version=0.0.4; charset=utf-8",
+                prometheus::render(&self.sources),
+            ),
+            "/status.json" if readable => {
+                Answer::json(status::render(&self.sources, &self.history))
+            }
+            "/metrics" | "/status.json" => Answer::not_allowed("GET, HEAD"),
+            _ => match path
+                .strip_prefix("/backends/")
+                .and_then(|p| p.rsplit_once('/'))
+            {
+                Some((addr, action)) => self.change(method, addr, action, body),
+                None => Answer::text(404, format!("no such admin path '{path}'")),
+            },
+        }
+    }
+
+    /// `POST /backends/{addr}/drain|enable|disable`, `PUT /backends/{addr}/weight`.
+    fn change(&self, method: &Method, addr: &str, action: &str, body: &str) -> Answer {
+        let expected = match action {
+            "drain" | "enable" | "disable" => Method::POST,
+            "weight" => Method::PUT,
+            _ => return Answer::text(404, format!("no such backend action '{action}'")),
+        };
+        if *method != expected {
+            return Answer::not_allowed(if expected == Method::POST {
+                "POST"
+            } else {
+                "PUT"
+            });
+        }
+        let Ok(addr) = addr.parse::<SocketAddr>() else {
+            return Answer::text(400, format!("'{addr}' is not an ip:port address"));
+        };
+        let balancer = self.sources.balancer();
+        let Some(backend) = find(&balancer, addr) else {
+            return Answer::text(404, format!("no backend {addr}"));
+        };
+        match action {
+            "drain" => backend.set_drained(true),
+            "disable" => backend.set_disabled(true),
+            "enable" => {
+                backend.set_drained(false);
+                backend.set_disabled(false);
+            }
+            _ => {
+                let Some(weight) = body
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|w| (1..=1000).contains(w))
+                else {
+                    return Answer::text(
+                        400,
+                        format!(
+                            "weight '{}' is not a whole number from 1 to 1000",
+                            body.trim()
+                        ),
+                    );
+                };
+                if let Err(why) = self.set_weight(addr, weight) {
+                    return Answer::text(409, why);
+                }
+            }
+        }
+        // A weight change swapped the set: answer from the new one.
+        let balancer = self.sources.balancer();
+        match find(&balancer, addr) {
+            Some(backend) => Answer::json(status::backend(backend)),
+            None => Answer::text(404, format!("no backend {addr}")),
+        }
+    }
+
+    /// Changes a backend's weight: the strategies precompute their weights, so this
+    /// builds a new backend set and swaps it in (reload.rs), keeping each backend's
+    /// state and counters.
+    fn set_weight(&self, addr: SocketAddr, weight: u32) -> Result<(), String> {
+        self.sources.control.set_weight(addr, weight)
+    }
+
+    /// True when no token is set, or the request carries `Authorization: Bearer TOKEN`.
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        headers.get_all(header::AUTHORIZATION).iter().any(|value| {
+            let value = value.as_bytes();
+            value.len() > 7
+                && value[..7].eq_ignore_ascii_case(b"bearer ")
+                && same(value[7..].trim_ascii(), token.as_bytes())
+        })
+    }
+}
+
+/// A browser says where a request comes from (`Sec-Fetch-Site`, `Origin`); a request
+/// from a page of another origin than this admin interface's is not the operator's.
+fn from_another_origin(headers: &HeaderMap) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if text("sec-fetch-site").is_some_and(|site| site.eq_ignore_ascii_case("cross-site")) {
+        return true;
+    }
+    match (text("origin"), text("host")) {
+        (None, _) => false,
+        (Some(origin), host) => {
+            let authority = origin.split_once("://").map(|(_, rest)| rest);
+            authority.is_none() || authority != host
+        }
+    }
+}
+
+/// `Host` is absent, `localhost` or an IP address (with or without a port).
+fn local_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+fn find(balancer: &Balancer, addr: SocketAddr) -> Option<&Backend> {
+    balancer
+        .backends()
+        .iter()
+        .find(|b| b.upstream.addr() == addr)
+}
+
+/// Compares without stopping at the first difference, so that the time taken does not
+/// tell a guesser how much of the token was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in fields {
+            h.insert(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    #[test]
+    fn changes_from_another_origin_are_told_apart() {
+        let same = headers(&[
+            ("host", "127.0.0.1:9000"),
+            ("origin", "http://127.0.0.1:9000"),
+        ]);
+        assert!(!from_another_origin(&same));
+        assert!(!from_another_origin(&headers(&[(
+            "host",
+            "127.0.0.1:9000"
+        )])));
+        let other = headers(&[
+            ("host", "127.0.0.1:9000"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert!(from_another_origin(&other));
+        assert!(from_another_origin(&headers(&[("origin", "null")])));
+        assert!(from_another_origin(&headers(&[(
+            "sec-fetch-site",
+            "cross-site"
+        )])));
+    }
+
+    #[test]
+    fn local_hosts_are_addresses_and_localhost() {
+        for host in [
+            "127.0.0.1:9000",
+            "localhost:9000",
+            "[::1]:9000",
+            "[::1]",
+            "LOCALHOST",
+        ] {
+            assert!(local_host(&headers(&[("host", host)])), "{host}");
+        }
+        assert!(local_host(&HeaderMap::new()));
+        for host in ["evil.example:9000", "evil.example", "127.0.0.1.nip.io"] {
+            assert!(!local_host(&headers(&[("host", host)])), "{host}");
+        }
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(same(b"secret", b"secret"));
+        assert!(!same(b"secret", b"secreT"));
+        assert!(!same(b"secret", b"secret2"));
+    }
+}

@@ -1,0 +1,587 @@
+//! The config file: `--config FILE`, in TOML, read into the very flags the command line
+//! takes. Each top-level key is a flag in snake_case (`connect_timeout = "3s"` means
+//! `--connect-timeout 3s`), each `[[backend]]` table one `--backend`; a flag typed on the
+//! command line wins over the file's key. The file's flags then go through `cli.rs` and
+//! `config.rs` like typed ones, so a value means the same in both places and is checked
+//! by the same code. What this file adds is where a problem is: every problem found is
+//! reported with its line, as `FILE:LINE: what`.
+//!
+//! `main.rs` loads a `Source` at startup and for `--check`; `signals.rs` loads it again on
+//! SIGHUP for `reload.rs` to apply.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use argh::FromArgs;
+use serde::Deserialize;
+use serde::de::{self, Visitor};
+use toml::Spanned;
+use toml::de::{DeTable, Deserializer};
+
+use crate::cli::{self, Args};
+use crate::config::Config;
+
+/// Declares the file's top-level keys, one line per flag: `key: Value` for a flag that
+/// takes a value, `key: Switch` for one that is on or off. Adding a flag to `cli.rs`
+/// means adding its line here; a unit test fails until that is done.
+macro_rules! keys {
+    ($($key:ident: $kind:ident),* $(,)?) => {
+        /// The file as read: every key optional, each value with its place in the file.
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            $($key: Option<Spanned<Scalar>>,)*
+            backend: Option<Vec<BackendTable>>,
+        }
+
+        impl File {
+            /// The keys the file gives (`backend` aside): name, kind, value.
+            fn flags(&self) -> Vec<(&'static str, Kind, &Spanned<Scalar>)> {
+                let mut flags = Vec::new();
+                $(if let Some(value) = &self.$key {
+                    flags.push((stringify!($key), Kind::$kind, value));
+                })*
+                flags
+            }
+        }
+
+        /// Every top-level key but `backend`.
+        #[cfg(test)]
+        const KEYS: &[&str] = &[$(stringify!($key)),*];
+    };
+}
+
+keys! {
+    listen: Value,
+    strategy: Value,
+    hash_key: Value,
+    hash_balance_factor: Value,
+    workers: Value,
+    queue: Value,
+    max_connections: Value,
+    connect_timeout: Value,
+    timeout: Value,
+    client_timeout: Value,
+    idle_timeout: Value,
+    max_body: Value,
+    log: Value,
+    admin: Value,
+    admin_token: Value,
+    trace_header: Switch,
+    health_path: Value,
+    health_interval: Value,
+    health_timeout: Value,
+    health_status: Value,
+    rise: Value,
+    fall: Value,
+    max_fails: Value,
+    fail_window: Value,
+    eject_time: Value,
+    eject_on_5xx: Switch,
+    slow_start: Value,
+    all_down: Value,
+    retries: Value,
+    retry_buffer: Value,
+    grace: Value,
+}
+
+/// Flags that are about how roundhouse is started, not about what it runs: no file key.
+#[cfg(test)]
+const NOT_KEYS: &[&str] = &["help", "config", "check", "backend"];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// `key = "text"` or `key = 12`: `--key text`.
+    Value,
+    /// `key = true`: `--key`; `false`: left out.
+    Switch,
+}
+
+/// One `[[backend]]` table: the same three things `--backend ADDR,weight=N,backup` says.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendTable {
+    address: Spanned<String>,
+    weight: Option<Spanned<u32>>,
+    backup: Option<bool>,
+}
+
+impl BackendTable {
+    /// The table as the `--backend` flag's value.
+    fn as_flag(&self) -> String {
+        let mut flag = self.address.get_ref().clone();
+        if let Some(weight) = &self.weight {
+            flag.push_str(&format!(",weight={}", weight.get_ref()));
+        }
+        if self.backup == Some(true) {
+            flag.push_str(",backup");
+        }
+        flag
+    }
+}
+
+/// A flag's value as written in the file: text, a number or a boolean. Passed to the
+/// flag as text, so `workers = 4` and `workers = "4"` are the same.
+#[derive(Debug)]
+enum Scalar {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Text(s) => f.write_str(s),
+            Scalar::Integer(n) => write!(f, "{n}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, a number or true/false")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(s.to_owned()))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Integer(n))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Scalar, E> {
+                i64::try_from(n)
+                    .map(Scalar::Integer)
+                    .map_err(|_| E::custom(format!("{n} is too large")))
+            }
+            fn visit_f64<E>(self, x: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(x))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(b))
+            }
+        }
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// Where the configuration comes from: the command line as typed and the file it names.
+/// Kept for reloads, which read the file again; the typed flags still win then.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The arguments after the program name, `--config` included.
+    cli: Vec<String>,
+    file: Option<PathBuf>,
+}
+
+impl Source {
+    /// `cli`: the arguments after the program name; `args`: what `cli::parse` made of them.
+    pub fn new(cli: Vec<String>, args: &Args) -> Source {
+        Source {
+            cli,
+            file: args.config.as_ref().map(PathBuf::from),
+        }
+    }
+
+    /// The `--config` file, if there is one.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Reads the flags, and the file if there is one, into a validated `Config`; or
+    /// every problem found, one line each (the file's with `FILE:LINE:` in front).
+    pub fn load(&self) -> Result<Config, Vec<String>> {
+        let Some(path) = &self.file else {
+            let cli: Vec<&str> = self.cli.iter().map(String::as_str).collect();
+            let args = cli::parse(&cli).map_err(|exit| vec![exit.text])?;
+            return Config::from_cli(args).map_err(|e| vec![e]);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| vec![format!("--config: cannot read '{}': {err}", path.display())])?;
+        load(&path.display().to_string(), &text, &self.cli)
+    }
+}
+
+/// One flag taken from the file, and the line it came from.
+struct FileFlag {
+    /// `--connect-timeout`.
+    flag: String,
+    /// The file's key, `connect_timeout` (or `backend`).
+    key: &'static str,
+    /// The flag and its value, as they would be typed.
+    args: Vec<String>,
+    line: usize,
+}
+
+/// The problems found so far, and how to say where they are.
+struct Problems<'a> {
+    name: &'a str,
+    text: &'a str,
+    /// Each with its line (0: none), to be listed in line order.
+    list: Vec<(usize, String)>,
+}
+
+impl Problems<'_> {
+    fn line(&self, span: Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn at(&mut self, line: usize, what: impl fmt::Display) {
+        self.list
+            .push((line, format!("{}:{line}: {what}", self.name)));
+    }
+
+    fn in_order(mut self) -> Vec<String> {
+        // Stable: problems on one line keep the order they were found in.
+        self.list.sort_by_key(|(line, _)| *line);
+        self.list.into_iter().map(|(_, text)| text).collect()
+    }
+
+    fn toml(&mut self, err: &toml::de::Error) {
+        let message = err.message().trim_end();
+        // serde lists every known field; naming the unknown one is enough.
+        let message = match message.split_once(", expected one of") {
+            Some((head, _)) if head.starts_with("unknown field") => {
+                head.replacen("unknown field", "unknown key", 1)
+            }
+            _ => message.replace('\n', "; "),
+        };
+        match err.span() {
+            Some(span) => self.at(self.line(span), message),
+            None => self.list.push((0, format!("{}: {message}", self.name))),
+        }
+    }
+}
+
+/// Reads a config file's `text` (`name` is its path, for messages) with the typed flags
+/// `cli` on top.
+fn load(name: &str, text: &str, cli: &[String]) -> Result<Config, Vec<String>> {
+    let mut problems = Problems {
+        name,
+        text,
+        list: Vec::new(),
+    };
+    let Some(file) = read(text, &mut problems) else {
+        return Err(problems.in_order());
+    };
+    let cli: Vec<&str> = cli.iter().map(String::as_str).collect();
+    let typed = typed_flags(&cli);
+
+    let mut from_file = Vec::new();
+    for (key, kind, value) in file.flags() {
+        let flag = format!("--{}", key.replace('_', "-"));
+        if typed.contains(&flag) {
+            continue;
+        }
+        let line = problems.line(value.span());
+        let args = match (kind, value.get_ref()) {
+            (Kind::Switch, Scalar::Bool(true)) => vec![flag.clone()],
+            (Kind::Switch, Scalar::Bool(false)) => continue,
+            (Kind::Switch, other) => {
+                problems.at(line, format!("{key}: '{other}' is not true or false"));
+                continue;
+            }
+            (Kind::Value, Scalar::Bool(b)) => {
+                problems.at(line, format!("{key}: takes a value, not {b}"));
+                continue;
+            }
+            (Kind::Value, other) => vec![flag.clone(), other.to_string()],
+        };
+        from_file.push(FileFlag {
+            flag,
+            key,
+            args,
+            line,
+        });
+    }
+    if !typed.contains("--backend") {
+        for table in file.backend.iter().flatten() {
+            if table.address.get_ref().contains(',') {
+                let line = problems.line(table.address.span());
+                let address = table.address.get_ref();
+                problems.at(
+                    line,
+                    format!("backend: '{address}' is not host:port (weight and backup are keys)"),
+                );
+                continue;
+            }
+            let value = table.as_flag();
+            // The weight's line when the weight is what is wrong.
+            let line = |err: &str| match &table.weight {
+                Some(w) if err.contains("weight") => problems.line(w.span()),
+                _ => problems.line(table.address.span()),
+            };
+            match Config::from_args(&["--backend", &value]) {
+                Ok(_) => from_file.push(FileFlag {
+                    flag: "--backend".into(),
+                    key: "backend",
+                    line: line(""),
+                    args: vec!["--backend".into(), value],
+                }),
+                Err(err) => {
+                    let line = line(&err);
+                    problems.at(line, rename(&err, "--backend", "backend"));
+                }
+            }
+        }
+    }
+
+    // Validate everything together, as typed flags are; when the problem is a value
+    // from the file, note it with its line, leave it out and look again, so that every
+    // problem is listed. A problem with a typed flag ends the search.
+    loop {
+        let mut args: Vec<&str> = from_file
+            .iter()
+            .flat_map(|f| f.args.iter().map(String::as_str))
+            .collect();
+        args.extend_from_slice(&cli);
+        let err = match cli::parse(&args) {
+            Ok(parsed) => match Config::from_cli(parsed) {
+                Ok(config) if problems.list.is_empty() => return Ok(config),
+                Ok(_) => return Err(problems.in_order()),
+                Err(err) => err,
+            },
+            Err(exit) => exit.text,
+        };
+        let culprit =
+            blamed_flag(&err).and_then(|flag| from_file.iter().position(|f| f.flag == flag));
+        match culprit {
+            Some(i) => {
+                let f = from_file.remove(i);
+                problems.at(f.line, rename(&err, &f.flag, f.key));
+            }
+            None => {
+                problems.list.push((0, err));
+                return Err(problems.in_order());
+            }
+        }
+    }
+}
+
+/// Parses the TOML. Every syntax error is listed (and nothing is read); after that, every
+/// entry that does not fit (an unknown key, a table where a value belongs) is listed and
+/// left out. None if nothing could be read.
+fn read(text: &str, problems: &mut Problems<'_>) -> Option<File> {
+    let (mut root, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        for err in &errors {
+            problems.toml(err);
+        }
+        return None;
+    }
+    loop {
+        let err = match File::deserialize(Deserializer::from(root.clone())) {
+            // What fits; any problem noted keeps the configuration from being used.
+            Ok(file) => return Some(file),
+            Err(err) => err,
+        };
+        problems.toml(&err);
+        // The top-level entry the problem is in: the last one that starts before it
+        // (top-level keys come before any table, and each table starts with its header).
+        let at = err.span()?.start;
+        let key = root
+            .get_ref()
+            .iter()
+            .map(|(key, _)| key)
+            .filter(|key| key.span().start <= at)
+            .max_by_key(|key| key.span().start)?
+            .clone();
+        root.get_mut().remove(&key)?;
+    }
+}
+
+/// The flags typed on the command line, as `--name`.
+fn typed_flags(cli: &[&str]) -> HashSet<String> {
+    Args::redact_arg_values(&["roundhouse"], cli)
+        .map(|redacted| {
+            redacted
+                .into_iter()
+                .filter(|arg| arg.starts_with("--"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first `--flag` a message names: whom `config.rs` or argh blames.
+fn blamed_flag(message: &str) -> Option<&str> {
+    let start = message.find("--")?;
+    let rest = &message[start..];
+    let end = rest[2..]
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .map_or(rest.len(), |i| i + 2);
+    Some(&rest[..end])
+}
+
+/// `--connect-timeout: 'x' is not a duration` as the file says it: `connect_timeout: ...`.
+fn rename(message: &str, flag: &str, key: &str) -> String {
+    match message
+        .strip_prefix(flag)
+        .and_then(|m| m.strip_prefix(": "))
+    {
+        Some(rest) => format!("{key}: {rest}"),
+        None => format!("{key}: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn load_str(text: &str, cli: &[&str]) -> Result<Config, Vec<String>> {
+        let cli: Vec<String> = cli.iter().map(|s| s.to_string()).collect();
+        load("rh.toml", text, &cli)
+    }
+
+    #[test]
+    fn every_flag_has_a_key() {
+        let help = Args::from_args(&["roundhouse"], &["--help"])
+            .expect_err("--help exits early")
+            .output;
+        let flags: Vec<String> = help
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("--"))
+            .map(|l| {
+                let name: String = l
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+                name.replace('-', "_")
+            })
+            .collect();
+        assert!(flags.len() > 5, "{help}");
+        for flag in flags {
+            assert!(
+                KEYS.contains(&flag.as_str()) || NOT_KEYS.contains(&flag.as_str()),
+                "--{flag} has no key in config_file.rs"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_flags_and_tables_are_backends() {
+        let text = r#"
+listen = "127.0.0.1:9000"
+strategy = "least-conn"
+workers = 7
+connect_timeout = "250ms"
+
+[[backend]]
+address = "127.0.0.1:9001"
+weight = 3
+
+[[backend]]
+address = "http://127.0.0.1:9002"
+"#;
+        let c = load_str(text, &[]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.strategy.name(), "least-conn");
+        assert_eq!(c.workers.get(), 7);
+        assert_eq!(c.connect_timeout, Duration::from_millis(250));
+        let backends: Vec<(String, u32)> = c
+            .backends
+            .iter()
+            .map(|b| (b.addr.to_string(), b.weight.get()))
+            .collect();
+        assert_eq!(
+            backends,
+            [("127.0.0.1:9001".into(), 3), ("127.0.0.1:9002".into(), 1)]
+        );
+        assert!(!c.default_backends);
+    }
+
+    #[test]
+    fn a_typed_flag_wins_over_the_file() {
+        let text =
+            "workers = 7\nstrategy = \"random\"\n[[backend]]\naddress = \"127.0.0.1:9001\"\n";
+        let c = load_str(text, &["--workers", "3", "--backend", "127.0.0.1:9005"]).unwrap();
+        assert_eq!(c.workers.get(), 3);
+        assert_eq!(c.strategy.name(), "random");
+        assert_eq!(c.backends.len(), 1);
+        assert_eq!(c.backends[0].addr, "127.0.0.1:9005".parse().unwrap());
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_line() {
+        let text = r#"strategy = "nope"
+workers = 0
+timeout = "5x"
+frobnicate = 1
+log = true
+
+[[backend]]
+address = "nohost"
+
+[[backend]]
+address = "127.0.0.1:9001"
+weight = 0
+
+[[backend]]
+address = "127.0.0.1:9002,weight=2"
+"#;
+        let problems = load_str(text, &[]).unwrap_err();
+        let expect = [
+            "rh.toml:1: strategy: unknown strategy 'nope'",
+            "rh.toml:2: workers: must be at least 1",
+            "rh.toml:3: timeout: '5x' is not a duration",
+            "rh.toml:4: unknown key `frobnicate`",
+            "rh.toml:5: log: takes a value, not true",
+            "rh.toml:8: backend: 'nohost' is not host:port",
+            "rh.toml:12: backend: '127.0.0.1:9001,weight=0': weight must be",
+            "rh.toml:15: backend: '127.0.0.1:9002,weight=2' is not host:port",
+        ];
+        for e in expect {
+            assert!(
+                problems.iter().any(|p| p.starts_with(e)),
+                "no problem starting {e:?} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+    }
+
+    #[test]
+    fn syntax_errors_have_their_lines() {
+        let problems = load_str("listen = \"127.0.0.1:1\"\nworkers = = 4\n", &[]).unwrap_err();
+        assert!(problems[0].starts_with("rh.toml:2: "), "{problems:?}");
+        let problems = load_str("[[backend]]\nadress = \"x\"\n", &[]).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("rh.toml:2: unknown key `adress`")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_typed_flags_problem_is_said_plainly() {
+        let problems = load_str("workers = 2\n", &["--queue", "0"]).unwrap_err();
+        assert_eq!(problems, ["--queue: must be at least 1"]);
+    }
+
+    #[test]
+    fn the_blamed_flag_is_the_first_named() {
+        assert_eq!(
+            blamed_flag("--hash-key: only with --strategy hash"),
+            Some("--hash-key")
+        );
+        assert_eq!(
+            blamed_flag("Error parsing option '--workers' with value 'x'"),
+            Some("--workers")
+        );
+        assert_eq!(blamed_flag("no flag here"), None);
+    }
+}

@@ -1,0 +1,327 @@
+//! Reload: the running backend set and strategy swapped for new ones without a pause.
+//!
+//! The balancer lives behind an `ArcSwap`. `proxy::handle` loads it once per request, with
+//! no lock (arc-swap's load is a few atomic operations on slots of the worker's own), and
+//! holds it to the end of the request: a request in flight finishes on the set it started
+//! with, the next one takes the new set, and the old set is freed when its last request
+//! ends. A backend whose address stays shares its live state with its successor
+//! (`balancer::Live`): connection pool, counters, health.
+//!
+//! `Control` is the handle. `signals.rs` applies a config file read again on SIGHUP
+//! through it, and the admin interface changes weights through it. Both kinds of change
+//! are serialised by one mutex, which the request path never takes.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::ArcSwap;
+
+use crate::balancer::{Backend, Balancer};
+use crate::config::{Config, Strategy};
+use crate::upstream::Settings;
+
+/// Swaps the balancer; cheap to clone.
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    balancer: Arc<ArcSwap<Balancer>>,
+    /// What the running balancer was built from: the backends and strategy as last
+    /// applied (weights as last set), everything else as at startup.
+    running: Mutex<Config>,
+}
+
+/// What a reload changed, for its log line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Backends that stayed (same address), came and went.
+    pub kept: usize,
+    pub added: usize,
+    pub removed: usize,
+    /// The settings that differ but only take effect after a restart, by field name
+    /// (`listen`, `workers`, ...).
+    pub need_restart: Vec<String>,
+}
+
+impl Control {
+    /// Builds the first balancer from `config`.
+    pub fn new(config: Config) -> Control {
+        let balancer = build(&config, &[]);
+        Control {
+            inner: Arc::new(Inner {
+                balancer: Arc::new(ArcSwap::from_pointee(balancer)),
+                running: Mutex::new(config),
+            }),
+        }
+    }
+
+    /// The swappable balancer, for `proxy::Proxy`.
+    pub fn balancer(&self) -> Arc<ArcSwap<Balancer>> {
+        self.inner.balancer.clone()
+    }
+
+    /// The balancer in use now. Requests that started before a swap may still be on an
+    /// older one.
+    pub fn current(&self) -> Arc<Balancer> {
+        self.inner.balancer.load_full()
+    }
+
+    /// The configuration in use now (see `Inner::running`).
+    pub fn config(&self) -> Config {
+        self.running().clone()
+    }
+
+    /// Switches to the backends and strategy of `new` (a reloaded config file). Drains,
+    /// disables and weights set at runtime are undone: the file says what runs. Other
+    /// settings that differ are listed in `need_restart` and left as they are.
+    pub fn apply(&self, new: &Config) -> Applied {
+        let mut running = self.running();
+        let before = self.current();
+        let stays = |addr: SocketAddr| new.backends.iter().any(|b| b.addr == addr);
+        let mut applied = Applied {
+            kept: 0,
+            added: 0,
+            removed: 0,
+            need_restart: need_restart(&running, new),
+        };
+        for b in before.backends() {
+            if stays(b.upstream.addr()) {
+                applied.kept += 1;
+                b.set_drained(false);
+                b.set_disabled(false);
+            } else {
+                applied.removed += 1;
+            }
+        }
+        applied.added = new
+            .backends
+            .iter()
+            .filter(|spec| {
+                !before
+                    .backends()
+                    .iter()
+                    .any(|b| b.upstream.addr() == spec.addr)
+            })
+            .count();
+        running.backends = new.backends.clone();
+        running.default_backends = new.default_backends;
+        running.strategy = new.strategy.clone();
+        self.swap(&running, before.backends());
+        applied
+    }
+
+    /// Sets one backend's weight, from 1 to 1000, until the next reload. The strategies
+    /// work from weights fixed when the balancer is built, so this builds a new balancer
+    /// from the running specs with that one weight changed, and swaps it in.
+    pub fn set_weight(&self, addr: SocketAddr, weight: u32) -> Result<(), String> {
+        let weight = NonZeroU32::new(weight)
+            .filter(|w| w.get() <= 1000)
+            .ok_or_else(|| format!("weight {weight} is not a whole number from 1 to 1000"))?;
+        let mut running = self.running();
+        let mut found = false;
+        for spec in running.backends.iter_mut().filter(|s| s.addr == addr) {
+            spec.weight = weight;
+            found = true;
+        }
+        if !found {
+            return Err(format!("no backend {addr}"));
+        }
+        self.swap(&running, self.current().backends());
+        Ok(())
+    }
+
+    fn running(&self) -> MutexGuard<'_, Config> {
+        // A panic while holding the lock left a complete Config (every change is made
+        // on fields of it, then swapped): still good to use.
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn swap(&self, config: &Config, previous: &[Backend]) {
+        self.inner.balancer.store(Arc::new(build(config, previous)));
+    }
+}
+
+/// The balancer for `config`, sharing the live state of `previous` backends by address.
+fn build(config: &Config, previous: &[Backend]) -> Balancer {
+    let settings = Settings {
+        connect_timeout: config.connect_timeout,
+        timeout: config.timeout,
+        pool_size: config.workers.get(),
+    };
+    Balancer::reusing(
+        &config.backends,
+        config.strategy.clone(),
+        &settings,
+        previous,
+    )
+    .with_failover(config.health.slow_start, config.health.all_down)
+}
+
+/// The fields of `new` that differ from `running` and that a reload does not apply.
+/// Compared by their debug text, so that a setting added to `Config` later is covered
+/// without a line here.
+fn need_restart(running: &Config, new: &Config) -> Vec<String> {
+    let fields = |config: &Config| {
+        let mut config = config.clone();
+        // What a reload applies, and what only says where the config came from.
+        config.backends.clear();
+        config.default_backends = false;
+        config.strategy = Strategy::RoundRobin;
+        config.config_file = None;
+        top_level_fields(&format!("{config:#?}"))
+    };
+    let (old, new) = (fields(running), fields(new));
+    new.iter()
+        .filter(|field| !old.contains(field))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Splits a struct's pretty debug text into (field name, text) pairs: a field starts on
+/// a line indented by exactly four spaces.
+fn top_level_fields(debug: &str) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in debug.lines() {
+        let starts_field = line.starts_with("    ") && !line.starts_with("     ");
+        match (starts_field, line[4.min(line.len())..].split_once(':')) {
+            (true, Some((name, _))) => fields.push((name.to_owned(), line.to_owned())),
+            _ => {
+                if let Some((_, text)) = fields.last_mut() {
+                    text.push_str(line);
+                }
+            }
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let mut all = args.to_vec();
+        for (flag, value) in [("--listen", "127.0.0.1:0"), ("--workers", "2")] {
+            if !args.contains(&flag) {
+                all.extend([flag, value]);
+            }
+        }
+        Config::from_args(&all).unwrap()
+    }
+
+    fn addrs(balancer: &Balancer) -> Vec<String> {
+        balancer
+            .backends()
+            .iter()
+            .map(|b| format!("{} w{}", b.upstream.addr(), b.weight))
+            .collect()
+    }
+
+    #[test]
+    fn a_reload_keeps_the_live_state_of_backends_that_stay() {
+        let control = Control::new(config(&[
+            "--backend",
+            "127.0.0.1:9001",
+            "--backend",
+            "127.0.0.1:9002",
+        ]));
+        let old = control.current();
+        let guard = old.backends()[1].start();
+        old.backends()[1].set_drained(true);
+
+        let applied = control.apply(&config(&[
+            "--backend",
+            "127.0.0.1:9002,weight=3",
+            "--backend",
+            "127.0.0.1:9003",
+            "--strategy",
+            "least-conn",
+        ]));
+        assert_eq!(
+            applied,
+            Applied {
+                kept: 1,
+                added: 1,
+                removed: 1,
+                need_restart: vec![]
+            }
+        );
+        let new = control.current();
+        assert_eq!(addrs(&new), ["127.0.0.1:9002 w3", "127.0.0.1:9003 w1"]);
+        assert_eq!(new.strategy_name(), "least-conn");
+        // The request in flight on the old set counts on the new one too...
+        assert_eq!(new.backends()[0].in_flight(), 1);
+        drop(guard);
+        assert_eq!(new.backends()[0].in_flight(), 0);
+        // ...and the drain, a runtime change, ended with the reload.
+        assert!(!new.backends()[0].is_drained());
+        // The old set is still whole for whoever holds it.
+        assert_eq!(addrs(&old), ["127.0.0.1:9001 w1", "127.0.0.1:9002 w1"]);
+    }
+
+    #[test]
+    fn a_weight_change_swaps_the_set_until_the_next_reload() {
+        let start = config(&["--backend", "127.0.0.1:9001", "--backend", "127.0.0.1:9002"]);
+        let control = Control::new(start.clone());
+        control.current().backends()[0]
+            .start()
+            .record(Duration::from_millis(5));
+        control
+            .set_weight("127.0.0.1:9001".parse().unwrap(), 7)
+            .unwrap();
+        let now = control.current();
+        assert_eq!(addrs(&now), ["127.0.0.1:9001 w7", "127.0.0.1:9002 w1"]);
+        assert!(now.backends()[0].latency_micros() > 0.0, "latency was lost");
+        assert_eq!(control.config().backends[0].weight.get(), 7);
+
+        let err = control
+            .set_weight("127.0.0.1:9009".parse().unwrap(), 2)
+            .unwrap_err();
+        assert!(err.contains("127.0.0.1:9009"), "{err}");
+        assert!(
+            control
+                .set_weight("127.0.0.1:9001".parse().unwrap(), 0)
+                .is_err()
+        );
+        assert!(
+            control
+                .set_weight("127.0.0.1:9001".parse().unwrap(), 1001)
+                .is_err()
+        );
+
+        control.apply(&start);
+        assert_eq!(
+            addrs(&control.current()),
+            ["127.0.0.1:9001 w1", "127.0.0.1:9002 w1"]
+        );
+    }
+
+    #[test]
+    fn settings_a_reload_cannot_apply_are_named() {
+        let control = Control::new(config(&["--backend", "127.0.0.1:9001"]));
+        let applied = control.apply(&config(&[
+            "--backend",
+            "127.0.0.1:9001",
+            "--listen",
+            "127.0.0.1:1",
+            "--workers",
+            "9",
+            "--timeout",
+            "5s",
+            "--strategy",
+            "random",
+        ]));
+        assert_eq!(applied.need_restart, ["listen", "workers", "timeout"]);
+        // What needs a restart is left as it runs.
+        assert_eq!(control.config().workers.get(), 2);
+        assert_eq!(control.current().strategy_name(), "random");
+    }
+}

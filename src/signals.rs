@@ -1,0 +1,102 @@
+//! The process's signals: SIGHUP reloads the config file (`reload.rs`), SIGTERM and
+//! SIGINT stop the balancer gracefully (`shutdown.rs`); a second SIGTERM or SIGINT stops
+//! it at once. signal-hook turns signals into an iterator read on a thread of our own,
+//! so none of our code runs inside a signal handler. `main.rs` starts it.
+
+use std::io;
+use std::sync::Arc;
+use std::thread;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::config_file::Source;
+use crate::reload::Control;
+use crate::shutdown::Shutdown;
+
+/// SIGHUP, SIGTERM and SIGINT, caught: from `catch` on they no longer kill the process,
+/// and they wait (queued) until `handle` starts reading them.
+pub struct Caught(Signals);
+
+/// Catches the signals; call it before the port is bound, so that whoever sees the port
+/// open can signal the process safely.
+pub fn catch() -> io::Result<Caught> {
+    Signals::new([SIGHUP, SIGTERM, SIGINT]).map(Caught)
+}
+
+impl Caught {
+    /// Starts the signal thread, which acts on the signals caught.
+    pub fn handle(
+        self,
+        source: Source,
+        control: Control,
+        shutdown: Arc<Shutdown>,
+    ) -> io::Result<()> {
+        watch(self.0, source, control, shutdown)
+    }
+}
+
+fn watch(
+    mut signals: Signals,
+    source: Source,
+    control: Control,
+    shutdown: Arc<Shutdown>,
+) -> io::Result<()> {
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let name = match signal {
+                    SIGHUP => "SIGHUP",
+                    SIGTERM => "SIGTERM",
+                    _ => "SIGINT",
+                };
+                if signal == SIGHUP {
+                    reload(&source, &control);
+                } else if shutdown.is_stopping() {
+                    eprintln!("roundhouse: {name} again: exiting now");
+                    std::process::exit(128 + signal);
+                } else {
+                    let grace = humantime::format_duration(control.config().grace);
+                    eprintln!(
+                        "roundhouse: {name}: shutting down; requests in flight have {grace} \
+                         to finish ({name} again to exit now)"
+                    );
+                    shutdown.begin();
+                }
+            }
+        })
+        .map(drop)
+}
+
+/// Reads the config file again and applies it; an invalid file changes nothing.
+fn reload(source: &Source, control: &Control) {
+    let Some(file) = source.file() else {
+        eprintln!("roundhouse: SIGHUP: there is no --config file to reload; ignored");
+        return;
+    };
+    let file = file.display();
+    let config = match source.load() {
+        Ok(config) => config,
+        Err(problems) => {
+            eprintln!("roundhouse: reload of {file} rejected, the running configuration stays:");
+            for problem in problems {
+                eprintln!("roundhouse:   {problem}");
+            }
+            return;
+        }
+    };
+    let applied = control.apply(&config);
+    for field in &applied.need_restart {
+        eprintln!("roundhouse: reload: {field} changed in {file}; that takes a restart");
+    }
+    let backends: Vec<String> = config.backends.iter().map(|b| b.addr.to_string()).collect();
+    eprintln!(
+        "roundhouse: reloaded {file}: {} over {} ({} kept, {} added, {} removed)",
+        config.strategy.name(),
+        backends.join(", "),
+        applied.kept,
+        applied.added,
+        applied.removed,
+    );
+}
