@@ -4,7 +4,8 @@
 //!
 //! 1. `listener` accepts a connection (at most `--max-connections` at once) and puts it
 //!    on a bounded queue; a full queue gets 503 right there (`connection::turn_away`).
-//! 2. `pool` runs a fixed number of worker threads that take connections off the queue.
+//! 2. `pool` runs worker threads, started as the load needs them up to `--workers`,
+//!    that take connections off the queue.
 //! 3. `connection` serves one connection: it reads a request head with `http1` (our own
 //!    strict HTTP/1.1 front door on httparse) and hands it to `proxy`.
 //! 4. `proxy` is the main path: `balancer` picks a backend, `headers` applies the header
