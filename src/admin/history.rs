@@ -72,17 +72,12 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::{Settings, Upstream};
+    use crate::balancer::testing;
 
     #[test]
     fn keeps_per_interval_counts_and_forgets_removed_backends() {
-        let settings = Settings {
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            pool_size: 1,
-        };
-        let addr: SocketAddr = "10.0.0.1:80".parse().unwrap();
-        let backends = [Backend::new(Upstream::new(addr, &settings), 1)];
+        let backends = testing::backends(&[1]);
+        let addr = backends[0].upstream.addr();
         let history = History::default();
         let served = |n: usize, status: u16| {
             for _ in 0..n {
@@ -103,13 +98,8 @@ mod tests {
 
     #[test]
     fn keeps_at_most_the_window() {
-        let settings = Settings {
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            pool_size: 1,
-        };
-        let addr: SocketAddr = "10.0.0.1:80".parse().unwrap();
-        let backends = [Backend::new(Upstream::new(addr, &settings), 1)];
+        let backends = testing::backends(&[1]);
+        let addr = backends[0].upstream.addr();
         let history = History::default();
         for _ in 0..SAMPLES + 10 {
             history.sample(&backends);
