@@ -265,6 +265,7 @@ impl Health {
             s.fails.store(0, Ordering::Relaxed);
             s.window_start.store(now, Ordering::Relaxed);
             s.hold(now + length);
+            crate::metrics::ejection(backend);
             eprintln!(
                 "roundhouse: {} failed {} times within {}; ejected for {} (ejection {} in a row)",
                 backend.upstream.addr(),
@@ -485,6 +486,7 @@ mod tests {
         health.failed(&set, b, 1_002);
         assert!(b.standing().is_out_at(1_003));
         assert_eq!(b.standing().ejections(), 1);
+        assert_eq!(b.stats().snapshot().ejections, 1, "counted for /metrics");
         assert_eq!(b.standing().last_ejection(), Some(Duration::from_secs(1)));
         // Back at 2_002; fails again at once: twice as long.
         for t in 2_010..2_013 {
