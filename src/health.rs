@@ -144,8 +144,6 @@ pub struct Health {
     /// Held while one ejection is decided, so that two workers cannot both take "the
     /// last allowed" backend out. Taken only when a backend reaches `--max-fails`.
     ejecting: AtomicBool,
-    /// Set by `stop`: the health thread ends at its next wake-up.
-    stopped: AtomicBool,
 }
 
 impl Health {
@@ -153,18 +151,12 @@ impl Health {
         Health {
             config,
             ejecting: AtomicBool::new(false),
-            stopped: AtomicBool::new(false),
         }
     }
 
     /// Whether active checks are configured (then `run` has work to do).
     pub fn checks(&self) -> Option<&Checks> {
         self.config.checks.as_ref()
-    }
-
-    /// Ends the health thread at its next wake-up (shutdown).
-    pub fn stop(&self) {
-        self.stopped.store(true, Ordering::Relaxed);
     }
 
     /// A request to `backend` failed in a way that counts against it: the connect failed
@@ -325,7 +317,8 @@ pub fn run<B: Deref<Target = Balancer>>(current: impl Fn() -> B, health: &Health
     let mut seen: *const Balancer = std::ptr::null();
     let mut next: Vec<Instant> = Vec::new();
     let mut streaks: Vec<Streak> = Vec::new();
-    while !health.stopped.load(Ordering::Relaxed) {
+    // The thread lives as long as the process: shutdown ends both.
+    loop {
         let balancer = current();
         let backends = balancer.backends();
         if !std::ptr::eq(seen, &*balancer) || next.len() != backends.len() {

@@ -7,7 +7,7 @@
 //! of equal weight still alternate instead of the first one taking every request. One
 //! pass over the backends per pick (nginx does the same).
 
-use super::{Backend, RoundRobin, lighter};
+use super::{Backend, RoundRobin, lighter, lowest};
 
 pub struct LeastConn {
     turns: RoundRobin,
@@ -21,22 +21,14 @@ impl LeastConn {
     }
 
     pub fn pick(&self, backends: &[Backend]) -> Option<usize> {
-        let start = self.turns.next_in_turn();
-        let n = backends.len();
-        let mut best: Option<(usize, u64)> = None;
-        for i in (0..n).map(|k| (start + k) % n) {
-            let b = &backends[i];
-            if !b.is_available() {
-                continue;
-            }
-            let load = b.in_flight() as u64;
-            match best {
-                Some((j, best_load)) if !lighter(load, b.weight, best_load, backends[j].weight) => {
-                }
-                _ => best = Some((i, load)),
-            }
-        }
-        best.map(|(i, _)| i)
+        lowest(
+            backends,
+            self.turns.next_in_turn(),
+            |b| (b.in_flight() as u64, b.weight),
+            |&(load, weight), &(best_load, best_weight)| {
+                lighter(load, weight, best_load, best_weight)
+            },
+        )
     }
 }
 

@@ -9,7 +9,7 @@
 //! that was slow once is tried again within a minute or so. Ties go round-robin, as in
 //! least-conn.
 
-use super::{Backend, RoundRobin};
+use super::{Backend, RoundRobin, lowest};
 
 /// The cost of a backend with requests in flight but no estimate yet: above any real
 /// one (an hour, in microseconds), and growing with what is in flight.
@@ -28,21 +28,12 @@ impl LeastTime {
 
     /// `now` is `latency::now_millis()`, passed in so that tests can move time.
     pub fn pick(&self, backends: &[Backend], now: u32) -> Option<usize> {
-        let start = self.turns.next_in_turn();
-        let n = backends.len();
-        let mut best: Option<(usize, f64)> = None;
-        for i in (0..n).map(|k| (start + k) % n) {
-            let b = &backends[i];
-            if !b.is_available() {
-                continue;
-            }
-            let cost = cost(b, now);
-            match best {
-                Some((_, best_cost)) if cost >= best_cost => {}
-                _ => best = Some((i, cost)),
-            }
-        }
-        best.map(|(i, _)| i)
+        lowest(
+            backends,
+            self.turns.next_in_turn(),
+            |b| cost(b, now),
+            |a, b| a < b,
+        )
     }
 }
 

@@ -544,6 +544,30 @@ fn below(n: u64) -> u64 {
     fastrand::u64(..n)
 }
 
+/// The available backend with the lowest score, scanning from `start` (the round-robin
+/// turn) so that equal scores go to whoever's turn it is. `lower(a, b)`: score `a` beats
+/// `b` strictly. Shared by least-conn and least-time, which differ only in the score.
+fn lowest<S>(
+    backends: &[Backend],
+    start: usize,
+    score: impl Fn(&Backend) -> S,
+    lower: impl Fn(&S, &S) -> bool,
+) -> Option<usize> {
+    let n = backends.len();
+    let mut best: Option<(usize, S)> = None;
+    for i in (0..n).map(|k| (start + k) % n) {
+        let b = &backends[i];
+        if !b.is_available() {
+            continue;
+        }
+        let s = score(b);
+        if best.as_ref().is_none_or(|(_, best)| lower(&s, best)) {
+            best = Some((i, s));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
 /// Whether `load_a / weight_a < load_b / weight_b`, without dividing.
 fn lighter(load_a: u64, weight_a: u32, load_b: u64, weight_b: u32) -> bool {
     u128::from(load_a) * u128::from(weight_b) < u128::from(load_b) * u128::from(weight_a)
