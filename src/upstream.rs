@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ureq::http::{HeaderMap, HeaderValue, Method, Request, Uri, Version, header};
@@ -32,18 +33,34 @@ pub enum RequestBody<'a> {
 pub struct Settings {
     pub connect_timeout: Duration,
     pub timeout: Duration,
-    /// Idle connections kept per backend: at most one per worker can be in use at once.
+    /// The number of workers (`--workers`): at most this many connections to one backend
+    /// are in use at once, so its Agents keep at most about as many idle.
     pub pool_size: usize,
 }
 
-/// One backend's client: its address and an Agent whose connection pool serves only it.
-/// One Agent per backend, not one shared: ureq's pool is one mutex per Agent and scans
-/// its idle list on every return, which collapsed throughput at 1000 connections.
+/// One backend's client: its address and the Agents whose connection pools serve only
+/// it. ureq's pool is one mutex per Agent, and every connection returned to it costs a
+/// scan of the whole idle list (comparing pool keys by value): with one Agent shared by
+/// all backends, throughput at 1000 connections collapsed to 0.3x, and with one Agent
+/// per backend that scan was still a quarter of the CPU (512 workers, 2 backends). So a
+/// backend has one Agent per lane of `WORKERS_PER_LANE` workers, and a worker always
+/// uses the same lane: each idle list stays short and each mutex has few takers.
 pub struct Upstream {
     addr: SocketAddr,
     /// `http://addr`, to which the request-target is appended.
     base: String,
-    agent: Agent,
+    lanes: Box<[Agent]>,
+}
+
+/// Workers that share one Agent (and its idle connections) per backend.
+const WORKERS_PER_LANE: usize = 16;
+
+/// Numbers the threads that send requests, in the order of their first request.
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's number, which picks its lane at every backend.
+    static THREAD: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The backend's answer: status and headers read, body not yet.
@@ -76,7 +93,30 @@ impl Reply {
 
 impl Upstream {
     pub fn new(addr: SocketAddr, settings: &Settings) -> Upstream {
-        let config = Agent::config_builder()
+        let lanes = settings.pool_size.div_ceil(WORKERS_PER_LANE).max(1);
+        // A lane's workers, plus the health thread, which has a lane too.
+        let idle = settings.pool_size.div_ceil(lanes) + 1;
+        let config = Self::config(settings, idle);
+        Upstream {
+            addr,
+            base: format!("http://{addr}"),
+            lanes: (0..lanes)
+                .map(|_| {
+                    Agent::with_parts(config.clone(), TcpConnector, DefaultResolver::default())
+                })
+                .collect(),
+        }
+    }
+
+    /// The Agent of the calling thread's lane. Threads fill one lane before the next, so
+    /// under a light load every request shares the first lane's idle connections.
+    fn agent(&self) -> &Agent {
+        &self.lanes[lane(THREAD.with(|n| *n), self.lanes.len())]
+    }
+
+    /// The settings of every lane's Agent; `idle`: connections its pool may keep.
+    fn config(settings: &Settings, idle: usize) -> ureq::config::Config {
+        Agent::config_builder()
             // A backend's 404 or 500 is an answer to relay, not an error.
             .http_status_as_error(false)
             // Redirects are for the client to follow.
@@ -101,8 +141,8 @@ impl Upstream {
             .timeout_per_read(Some(settings.timeout))
             .timeout_per_write(Some(settings.timeout))
             // The default pool (10 idle, 3 per host) would open a connection per request.
-            .max_idle_connections(settings.pool_size)
-            .max_idle_connections_per_host(settings.pool_size)
+            .max_idle_connections(idle)
+            .max_idle_connections_per_host(idle)
             // Backends close idle connections too (nginx after 75 s, Node after 5 s); a
             // pooled connection closed under us fails the request that reuses it.
             .max_idle_age(Duration::from_secs(4))
@@ -111,12 +151,7 @@ impl Upstream {
             // X-Forwarded fields we add (Host is bounded, so X-Forwarded-Host is too).
             .input_buffer_size(16 * 1024)
             .output_buffer_size(MAX_HEAD + 4 * 1024)
-            .build();
-        Upstream {
-            addr,
-            base: format!("http://{addr}"),
-            agent: Agent::with_parts(config, TcpConnector, DefaultResolver::default()),
-        }
+            .build()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -171,7 +206,7 @@ impl Upstream {
     pub fn probe(&self, path: &str, timeout: Duration) -> Result<u16, ProxyError> {
         let uri = format!("{}{}", self.base, path);
         let attempt = || {
-            self.agent
+            self.agent()
                 .get(&uri)
                 .config()
                 .timeout_global(Some(timeout))
@@ -201,7 +236,7 @@ impl Upstream {
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = headers;
-        self.agent.run(request)
+        self.agent().run(request)
     }
 
     /// Translates ureq's error into ours: did the request leave, and whose fault is it?
@@ -234,6 +269,12 @@ impl Upstream {
             },
         }
     }
+}
+
+/// The lane of the thread numbered `thread`, out of `lanes`: threads 0 to 15 share the
+/// first, 16 to 31 the second, and so on, round again past the last.
+fn lane(thread: usize, lanes: usize) -> usize {
+    thread / WORKERS_PER_LANE % lanes
 }
 
 /// Errors that only `connect` produces.
@@ -387,4 +428,33 @@ fn is_timeout(err: &io::Error) -> bool {
         err.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(workers: usize) -> Settings {
+        Settings {
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            pool_size: workers,
+        }
+    }
+
+    #[test]
+    fn a_lane_per_sixteen_workers() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(Upstream::new(addr, &settings(4)).lanes.len(), 1);
+        assert_eq!(Upstream::new(addr, &settings(16)).lanes.len(), 1);
+        assert_eq!(Upstream::new(addr, &settings(17)).lanes.len(), 2);
+        assert_eq!(Upstream::new(addr, &settings(512)).lanes.len(), 32);
+    }
+
+    #[test]
+    fn threads_fill_one_lane_before_the_next() {
+        let lanes: Vec<usize> = [0, 15, 16, 31, 32, 63, 64].map(|t| lane(t, 4)).into();
+        assert_eq!(lanes, [0, 0, 1, 1, 2, 3, 0]);
+        assert!((0..1000).all(|t| lane(t, 1) == 0));
+    }
 }

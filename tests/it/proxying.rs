@@ -564,3 +564,20 @@ fn http10_client_without_keep_alive_is_closed_after_the_response() {
     assert_eq!((r.status, r.body_str().as_str()), (200, "ok"));
     assert!(rest.is_empty());
 }
+
+#[test]
+fn sequential_requests_reuse_one_backend_connection() {
+    let backend = Backend::hello("ok");
+    let lb = start_balancer(&[&backend], &[]);
+    // Ten on one client connection, ten more on a fresh client connection each: the
+    // backend side is pooled apart from the client side.
+    let mut c = Client::connect(lb.addr);
+    for _ in 0..10 {
+        assert_eq!(c.get("/").status, 200);
+    }
+    for _ in 0..10 {
+        assert_eq!(get(lb.addr, "/").0, 200);
+    }
+    assert_eq!(backend.count(), 20);
+    assert_eq!(backend.connections(), 1, "a backend connection per request");
+}
