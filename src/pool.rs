@@ -19,7 +19,18 @@ const INITIAL_WORKERS: usize = 4;
 
 /// Makes one worker's job handler; called once in each new worker thread, so that a
 /// handler can own per-thread scratch buffers.
-type MakeHandler<T> = dyn Fn(usize) -> Box<dyn FnMut(T)> + Send + Sync;
+type MakeHandler<T> = dyn Fn(usize, Backlog<T>) -> Box<dyn FnMut(T)> + Send + Sync;
+
+/// Whether jobs wait for a worker, as each worker's handler sees it: a handler that could
+/// keep its thread a while longer gives it up at once when others wait.
+pub struct Backlog<T>(Receiver<T>);
+
+impl<T> Backlog<T> {
+    /// No job waits. A couple of atomic loads, no lock.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// The submitting side of the pool; cheap to clone.
 pub struct Pool<T> {
@@ -54,7 +65,7 @@ impl<T: Send + 'static> Pool<T> {
         workers: NonZeroUsize,
         queue: NonZeroUsize,
         stack_size: usize,
-        make_handler: impl Fn(usize) -> H + Send + Sync + 'static,
+        make_handler: impl Fn(usize, Backlog<T>) -> H + Send + Sync + 'static,
     ) -> io::Result<Pool<T>>
     where
         H: FnMut(T) + 'static,
@@ -68,7 +79,7 @@ impl<T: Send + 'static> Pool<T> {
                 stack_size,
                 started: AtomicUsize::new(0),
                 idle: AtomicUsize::new(0),
-                make_handler: Box::new(move |id| Box::new(make_handler(id))),
+                make_handler: Box::new(move |id, backlog| Box::new(make_handler(id, backlog))),
             }),
         };
         for _ in 0..INITIAL_WORKERS.min(workers.get()) {
@@ -127,7 +138,7 @@ fn spawn_worker<T: Send + 'static>(shared: &Arc<Shared<T>>) -> io::Result<()> {
         .name(format!("worker-{id}"))
         .stack_size(shared.stack_size)
         .spawn(move || {
-            let mut handle = (pool.make_handler)(id);
+            let mut handle = (pool.make_handler)(id, Backlog(pool.queue.clone()));
             loop {
                 pool.idle.fetch_add(1, Ordering::Relaxed);
                 let job = pool.queue.recv();
@@ -158,7 +169,7 @@ mod tests {
     #[test]
     fn a_panicking_job_costs_only_itself() {
         let (done_tx, done_rx) = bounded::<u32>(8);
-        let pool = Pool::start(nz(1), nz(8), 256 * 1024, move |_| {
+        let pool = Pool::start(nz(1), nz(8), 256 * 1024, move |_, _| {
             let done = done_tx.clone();
             move |job: u32| {
                 if job == 2 {
@@ -184,7 +195,7 @@ mod tests {
         let running = Arc::new(Barrier::new(10 + 1));
         let pool = Pool::start(nz(10), nz(64), 256 * 1024, {
             let running = running.clone();
-            move |_| {
+            move |_, _| {
                 let running = running.clone();
                 move |job: u32| {
                     if job < 10 {
@@ -211,7 +222,7 @@ mod tests {
         let gate = Arc::new(Barrier::new(2));
         let pool = Pool::start(nz(1), nz(1), 256 * 1024, {
             let gate = gate.clone();
-            move |_| {
+            move |_, _| {
                 let gate = gate.clone();
                 move |_job: u32| {
                     gate.wait();

@@ -138,11 +138,16 @@ pub fn start(config: Config) -> io::Result<Running> {
             })?;
     }
     // Connections with a request ready wait in the pool's queue for a worker.
-    let pool = Pool::start(config.workers, config.queue, WORKER_STACK, move |_| {
-        let shared = shared.clone();
-        let mut scratch = Scratch::default();
-        move |client| connection::serve(&shared, &mut scratch, client)
-    })?;
+    let pool = Pool::start(
+        config.workers,
+        config.queue,
+        WORKER_STACK,
+        move |_, backlog| {
+            let shared = shared.clone();
+            let mut scratch = Scratch::default();
+            move |client| connection::serve(&shared, &backlog, &mut scratch, client)
+        },
+    )?;
     room.start(pool.clone(), connection::turn_away)?;
 
     let limit = Limit::new(config.max_connections.get());

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 
@@ -203,5 +203,45 @@ fn request_with_a_body_is_not_resent_when_the_backend_closes_before_answering() 
     assert_eq!(
         backend.head_lines(),
         ["GET /first HTTP/1.1", "POST /order HTTP/1.1"]
+    );
+}
+
+#[test]
+fn a_waiting_connection_is_served_while_another_client_keeps_the_only_worker_busy() {
+    let backend = Backend::hello("ok");
+    let lb = start_balancer(&[&backend], &["--workers", "1"]);
+    // The busy client sends requests back to back on one connection, well within the
+    // 2 ms a worker waits for the next one, until the other client has its answer.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let (addr, answered, stop) = (lb.addr, answered.clone(), stop.clone());
+        thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            // Bounded, in case the other client is never served.
+            for _ in 0..200_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                assert_eq!(c.get("/").status, 200);
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    wait_until("the busy client's first answers", || {
+        answered.load(Ordering::SeqCst) >= 10
+    });
+    let mut other = Client::connect(lb.addr);
+    other.send("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let before = answered.load(Ordering::SeqCst);
+    assert_eq!(other.response().status, 200);
+    let meanwhile = answered.load(Ordering::SeqCst) - before;
+    stop.store(true, Ordering::SeqCst);
+    busy.join().unwrap();
+    // Once the other connection waits in the queue, the worker finishes the busy
+    // client's current request and goes to it: not after dozens more.
+    assert!(
+        meanwhile < 50,
+        "the busy client got {meanwhile} answers while the other connection waited"
     );
 }
