@@ -51,7 +51,8 @@ fn balancer(n: usize, strategy: &Strategy) -> Balancer {
     let settings = Settings {
         connect_timeout: Duration::from_secs(1),
         timeout: Duration::from_secs(1),
-        pool_size: 1,
+        workers: 1,
+        backends: n,
     };
     let backends = (0..n)
         .map(|i| {

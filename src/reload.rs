@@ -152,7 +152,8 @@ fn build(config: &Config, previous: &[Backend]) -> Balancer {
     let settings = Settings {
         connect_timeout: config.connect_timeout,
         timeout: config.timeout,
-        pool_size: config.workers.get(),
+        workers: config.workers.get(),
+        backends: config.backends.len(),
     };
     Balancer::reusing(
         &config.backends,

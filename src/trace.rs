@@ -179,7 +179,8 @@ mod tests {
         let settings = Settings {
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
-            pool_size: 1,
+            workers: 1,
+            backends: 2,
         };
         let backends = ["10.0.0.1:80", "10.0.0.2:80"]
             .iter()

@@ -29,13 +29,14 @@ pub enum RequestBody<'a> {
     Chunked(&'a mut dyn Read),
 }
 
-/// Timeouts and pool size for every backend's Agent.
+/// Timeouts and pool sizes for every backend's Agents.
 pub struct Settings {
     pub connect_timeout: Duration,
     pub timeout: Duration,
-    /// The number of workers (`--workers`): at most this many connections to one backend
-    /// are in use at once, so its Agents keep at most about as many idle.
-    pub pool_size: usize,
+    /// `--workers`: at most this many connections to one backend are in use at once.
+    pub workers: usize,
+    /// How many backends share the workers' requests.
+    pub backends: usize,
 }
 
 /// One backend's client: its address and the Agents whose connection pools serve only
@@ -43,17 +44,29 @@ pub struct Settings {
 /// scan of the whole idle list (comparing pool keys by value): with one Agent shared by
 /// all backends, throughput at 1000 connections collapsed to 0.3x, and with one Agent
 /// per backend that scan was still a quarter of the CPU (512 workers, 2 backends). So a
-/// backend has one Agent per lane of `WORKERS_PER_LANE` workers, and a worker always
-/// uses the same lane: each idle list stays short and each mutex has few takers.
+/// backend has one Agent per lane, a lane is a fixed group of workers, and a worker
+/// always uses its lane's Agent: each idle list stays short and each mutex has few
+/// takers. Not more lanes than that, though: every lane keeps its own connections.
 pub struct Upstream {
     addr: SocketAddr,
     /// `http://addr`, to which the request-target is appended.
     base: String,
     lanes: Box<[Agent]>,
+    /// Workers per lane.
+    group: usize,
 }
 
-/// Workers that share one Agent (and its idle connections) per backend.
-const WORKERS_PER_LANE: usize = 16;
+/// Connections to one backend that one lane should have in use at most, with requests
+/// spread evenly over the backends: the length of the idle list its Agent scans.
+const LANE_LOAD: usize = 16;
+
+/// Lanes per backend: one per `LANE_LOAD` of the connections to it that can be in use
+/// at once, counting each backend's even share of the workers. 512 workers and 2
+/// backends make 16 lanes of 32 workers; with 32 backends or more, one lane (one Agent)
+/// serves all workers, as each backend's share is small enough.
+fn lanes(workers: usize, backends: usize) -> usize {
+    workers.div_ceil(backends.max(1) * LANE_LOAD).max(1)
+}
 
 /// Numbers the threads that send requests, in the order of their first request.
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
@@ -93,10 +106,11 @@ impl Reply {
 
 impl Upstream {
     pub fn new(addr: SocketAddr, settings: &Settings) -> Upstream {
-        let lanes = settings.pool_size.div_ceil(WORKERS_PER_LANE).max(1);
-        // A lane's workers, plus the health thread, which has a lane too.
-        let idle = settings.pool_size.div_ceil(lanes) + 1;
-        let config = Self::config(settings, idle);
+        let lanes = lanes(settings.workers, settings.backends);
+        let group = settings.workers.div_ceil(lanes);
+        // All of a lane's workers may be on this backend at once (a heavy weight, a hash
+        // key), plus the health thread, which has a lane too.
+        let config = Self::config(settings, group + 1);
         Upstream {
             addr,
             base: format!("http://{addr}"),
@@ -105,13 +119,14 @@ impl Upstream {
                     Agent::with_parts(config.clone(), TcpConnector, DefaultResolver::default())
                 })
                 .collect(),
+            group,
         }
     }
 
     /// The Agent of the calling thread's lane. Threads fill one lane before the next, so
     /// under a light load every request shares the first lane's idle connections.
     fn agent(&self) -> &Agent {
-        &self.lanes[lane(THREAD.with(|n| *n), self.lanes.len())]
+        &self.lanes[lane(THREAD.with(|n| *n), self.group, self.lanes.len())]
     }
 
     /// The settings of every lane's Agent; `idle`: connections its pool may keep.
@@ -271,10 +286,10 @@ impl Upstream {
     }
 }
 
-/// The lane of the thread numbered `thread`, out of `lanes`: threads 0 to 15 share the
-/// first, 16 to 31 the second, and so on, round again past the last.
-fn lane(thread: usize, lanes: usize) -> usize {
-    thread / WORKERS_PER_LANE % lanes
+/// The lane of the thread numbered `thread`, out of `lanes` of `group` threads each:
+/// the first `group` threads share the first lane, and so on, round again past the last.
+fn lane(thread: usize, group: usize, lanes: usize) -> usize {
+    thread / group % lanes
 }
 
 /// Errors that only `connect` produces.
@@ -434,27 +449,34 @@ fn is_timeout(err: &io::Error) -> bool {
 mod tests {
     use super::*;
 
-    fn settings(workers: usize) -> Settings {
-        Settings {
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            pool_size: workers,
-        }
+    #[test]
+    fn lanes_follow_each_backends_share_of_the_workers() {
+        assert_eq!(lanes(4, 2), 1);
+        assert_eq!(lanes(32, 2), 1);
+        assert_eq!(lanes(33, 2), 2);
+        assert_eq!(lanes(512, 2), 16);
+        assert_eq!(lanes(512, 1), 32);
+        assert_eq!(lanes(512, 16), 2);
+        assert_eq!(lanes(512, 64), 1);
+        assert_eq!(lanes(512, 0), 32);
     }
 
     #[test]
-    fn a_lane_per_sixteen_workers() {
-        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        assert_eq!(Upstream::new(addr, &settings(4)).lanes.len(), 1);
-        assert_eq!(Upstream::new(addr, &settings(16)).lanes.len(), 1);
-        assert_eq!(Upstream::new(addr, &settings(17)).lanes.len(), 2);
-        assert_eq!(Upstream::new(addr, &settings(512)).lanes.len(), 32);
+    fn a_backend_has_an_agent_per_lane() {
+        let settings = Settings {
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            workers: 512,
+            backends: 2,
+        };
+        let upstream = Upstream::new("127.0.0.1:9".parse().unwrap(), &settings);
+        assert_eq!((upstream.lanes.len(), upstream.group), (16, 32));
     }
 
     #[test]
     fn threads_fill_one_lane_before_the_next() {
-        let lanes: Vec<usize> = [0, 15, 16, 31, 32, 63, 64].map(|t| lane(t, 4)).into();
+        let lanes: Vec<usize> = [0, 15, 16, 31, 32, 63, 64].map(|t| lane(t, 16, 4)).into();
         assert_eq!(lanes, [0, 0, 1, 1, 2, 3, 0]);
-        assert!((0..1000).all(|t| lane(t, 1) == 0));
+        assert!((0..1000).all(|t| lane(t, 32, 1) == 0));
     }
 }

@@ -591,7 +591,8 @@ pub(crate) mod testing {
         let settings = Settings {
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
-            pool_size: 1,
+            workers: 1,
+            backends: weights.len(),
         };
         addrs(weights.len())
             .into_iter()
