@@ -239,9 +239,12 @@ fn a_waiting_connection_is_served_while_another_client_keeps_the_only_worker_bus
     stop.store(true, Ordering::SeqCst);
     busy.join().unwrap();
     // Once the other connection waits in the queue, the worker finishes the busy
-    // client's current request and goes to it: not after dozens more.
+    // client's current request and goes to it. Without that, the busy client kept the
+    // worker for thousands more, until it happened to pause for 2 ms. The margin is for
+    // the acceptor thread, which may be slow to queue the other connection on a loaded
+    // machine.
     assert!(
-        meanwhile < 50,
+        meanwhile < 200,
         "the busy client got {meanwhile} answers while the other connection waited"
     );
 }
