@@ -1,4 +1,4 @@
-//! The upstream side: one ureq Agent per backend, and one forward of a request to it.
+//! The upstream side: ureq Agents for each backend, and one forward of a request to it.
 //! This is the only file that knows ureq; `proxy.rs` calls `Upstream::send` and reads the
 //! `Reply` it returns. Every ureq default that matters to a proxy is overridden here, on
 //! purpose, with its reason.
