@@ -13,10 +13,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use http::HeaderMap;
 use roundhouse::balancer::{Backend, Balancer, InFlight, PickContext};
 use roundhouse::config::{HashKey, Strategy};
 use roundhouse::upstream::{Settings, Upstream};
-use ureq::http::HeaderMap;
 
 const RUN: Duration = Duration::from_millis(200);
 const SIZES: [usize; 3] = [2, 16, 256];

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use ureq::http::HeaderValue;
+use http::HeaderValue;
 
 use crate::config::LogFormat;
 use crate::error::ProxyError;

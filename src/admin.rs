@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ureq::http::Method;
-use ureq::http::header::{self, HeaderMap, HeaderValue};
+use http::Method;
+use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::balancer::{Backend, Balancer};
 use crate::config::MAX_HEAD;

@@ -7,7 +7,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ureq::http::HeaderName;
+use http::HeaderName;
 
 use crate::cli::{self, Args};
 

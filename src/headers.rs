@@ -5,11 +5,11 @@
 
 use std::net::IpAddr;
 
-use ureq::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Fields that describe one connection, not the message (RFC 9110 §7.6.1), plus the
 /// framing fields we regenerate from what we actually send (RFC 9112 §6). `Expect` is
-/// answered by us (100 Continue), never forwarded: ureq would wait for the backend's 100.
+/// answered by us (100 Continue), never forwarded: the upstream client would wait for the backend's 100.
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),

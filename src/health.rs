@@ -2,7 +2,7 @@
 //! decides it. Two witnesses feed it:
 //!
 //! - **active checks** (`--health-path`): one thread, `run`, asks every backend for the
-//!   path at jittered intervals through `Upstream::probe` (the same ureq Agent and
+//!   path at jittered intervals through `Upstream::probe` (the same upstream client and
 //!   settings as the requests) and flips the backend down after `--fall` failed probes
 //!   in a row, up after `--rise` passing ones, so one lost probe never flaps it;
 //! - **passive ejection**: `proxy.rs` reports every connect failure and timeout (and,
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use ureq::http::{HeaderMap, header};
+use http::{HeaderMap, header};
 
 use crate::balancer::{Backend, Balancer};
 use crate::config::{Checks, HealthConfig};

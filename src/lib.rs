@@ -9,7 +9,7 @@
 //! 3. `connection` serves one connection: it reads a request head with `http1` (our own
 //!    strict HTTP/1.1 front door on httparse) and hands it to `proxy`.
 //! 4. `proxy` is the main path: `balancer` picks a backend, `headers` applies the header
-//!    policy, `upstream` forwards the request with ureq and `http1` streams the answer
+//!    policy, `upstream` forwards the request and `http1` streams the answer
 //!    back. `access_log` writes one line; `error` gives every failure one status.
 //!    A backend that fails is reported to `health` (which alone decides which backends
 //!    are up, with one thread of active checks); a request whose backend broke off

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use ureq::http::header::{self, HeaderMap, HeaderValue};
-use ureq::http::{Method, Uri};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Uri};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::balancer::{Backend, Balancer, Candidates, InFlight, PickContext};
@@ -156,7 +156,7 @@ pub fn handle(
                 &mut scratch.kept,
                 &mut attempts,
             );
-            // A body the client broke off is the client's fault, whatever ureq made of it.
+            // A body the client broke off is the client's fault, whatever the upstream client made of it.
             match body.failure() {
                 Some(client_fault) => Err((client_fault, Next::Close)),
                 // Unless the body was read to its end, the connection is not at a request
@@ -296,7 +296,7 @@ fn forward<'p>(
         };
         let in_flight = backend.start();
         let sent = Instant::now();
-        // ureq consumes the headers; another attempt may need them.
+        // The upstream client consumes the headers; another attempt may need them.
         let err = match upstream.send(method, target, headers.clone(), request_body) {
             Ok(reply) => {
                 let took = sent.elapsed();

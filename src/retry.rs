@@ -84,8 +84,8 @@ impl Budget {
 /// a body that was streamed away is never sent again, not even in part.
 ///
 /// The replay has exactly the bytes of the first attempt, followed by the rest of the
-/// client's body, so a sized body keeps its announced length (ureq spins forever on a
-/// sized body that ends early; see NOTES.md §3).
+/// client's body, so a sized body keeps its announced length (the upstream client spins
+/// forever on a sized body that ends early).
 pub struct Replay<'a, R> {
     inner: &'a mut R,
     kept: &'a mut Vec<u8>,

@@ -8,7 +8,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use ureq::http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::balancer::{Backend, Balancer, Candidates};
 use crate::error::ProxyError;

@@ -26,8 +26,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ureq::http::HeaderName;
-use ureq::http::header::COOKIE;
+use http::HeaderName;
+use http::header::COOKIE;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use super::{Backend, PickContext};
@@ -275,7 +275,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use ureq::http::{HeaderMap, HeaderValue};
+    use http::{HeaderMap, HeaderValue};
 
     use super::super::testing::{addrs, backends};
     use super::*;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ureq::http::HeaderMap;
+use http::HeaderMap;
 
 use crate::config::{AllDown, BackendSpec, Strategy};
 use crate::health::{self, Standing};
@@ -613,8 +613,8 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
     use proptest::prelude::{ProptestConfig, any, prop_assert, prop_assert_eq, proptest};
-    use ureq::http::HeaderValue;
 
     use super::testing::backends;
     use super::*;

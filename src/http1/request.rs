@@ -7,8 +7,8 @@
 //! client smuggle a second request inside the first.
 
 use crate::error::ProxyError;
-use ureq::http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
-use ureq::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 /// The HTTP version on the request line; nothing else is accepted.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -137,7 +137,7 @@ fn parse_into<'b>(
     // httparse lets raw bytes >= 0x80 through; backends disagree about those, so they
     // are refused rather than forwarded (percent-encoded UTF-8 is fine). A `#` cannot
     // appear in a request-target (RFC 9112 §3.2): a fragment is the client's business,
-    // and ureq would silently cut it off, so the target would not reach the backend
+    // and the upstream client would silently cut it off, so the target would not reach the backend
     // byte for byte.
     if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
         return Err(ProxyError::BadRequest("bad request target"));

@@ -6,9 +6,9 @@
 //! drop) is `headers.rs`'s job; this file only adds the framing it chooses.
 
 use super::request::Version;
+use http::{HeaderMap, StatusCode};
 use std::io::{self, IoSlice, Write};
 use std::net::TcpStream;
-use ureq::http::{HeaderMap, StatusCode};
 
 /// Buffered body bytes are sent once the buffer holds this much.
 const FLUSH_AT: usize = 16 * 1024;
@@ -342,10 +342,10 @@ mod tests {
     use super::super::body::Dechunker;
     use super::super::conn::tests::socket_pair;
     use super::*;
+    use http::HeaderValue;
     use proptest::prelude::*;
     use std::io::Read;
     use std::thread;
-    use ureq::http::HeaderValue;
 
     fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

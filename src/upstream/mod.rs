@@ -1,23 +1,24 @@
 //! The upstream side: ureq Agents for each backend, and one forward of a request to it.
-//! This is the only file that knows ureq; `proxy.rs` calls `Upstream::send` and reads the
+//! This module (with `transport.rs`, our TCP transport for ureq) is the only code that
+//! knows ureq; `proxy.rs` calls `Upstream::send` and reads the
 //! `Reply` it returns. Every ureq default that matters to a proxy is overridden here, on
 //! purpose, with its reason.
 
-use std::cell::Cell;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ureq::http::{HeaderMap, HeaderValue, Method, Request, Uri, Version, header};
 use ureq::unversioned::resolver::DefaultResolver;
-use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
-};
 use ureq::{Agent, AsSendBody, Body, SendBody};
 
 use crate::config::MAX_HEAD;
 use crate::error::ProxyError;
+
+mod transport;
+
+use transport::TcpConnector;
 
 /// How a request body reaches the backend.
 pub enum RequestBody<'a> {
@@ -87,13 +88,6 @@ pub struct Reply {
     /// when it reused a pooled one).
     pub connect: Option<Duration>,
     body: Body,
-}
-
-thread_local! {
-    /// The last connect made on this thread and how long it took. ureq connects on the
-    /// calling thread, inside `Agent::run`, and does not report the time; `send` clears
-    /// this before an exchange and reads it after.
-    static LAST_CONNECT: Cell<Option<Duration>> = const { Cell::new(None) };
 }
 
 impl Reply {
@@ -186,7 +180,7 @@ impl Upstream {
         let uri: Uri = format!("{}{}", self.base, target)
             .parse()
             .map_err(|_| ProxyError::BadRequest("bad request target"))?;
-        LAST_CONNECT.set(None);
+        transport::clear_last_connect();
         let response = match body {
             RequestBody::Empty => self.exchange(method, uri, headers, ()),
             RequestBody::Sized(len, reader) => {
@@ -207,7 +201,7 @@ impl Upstream {
             backend: self.addr,
             status: parts.status.as_u16(),
             content_length: body.content_length(),
-            connect: LAST_CONNECT.take(),
+            connect: transport::take_last_connect(),
             headers: parts.headers,
             body,
         })
@@ -306,142 +300,6 @@ fn closed_early(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-    )
-}
-
-/// Opens plain TCP connections to a backend for ureq, like ureq's own connector, but
-/// yields a `TcpTransport` whose liveness check costs one syscall instead of six. ureq
-/// asks whether a pooled connection is still open before every reuse, that is on almost
-/// every request. No crate offers this for ureq's transport API, hence this hand-written
-/// piece; everything else (pooling, HTTP) stays ureq's.
-#[derive(Debug)]
-struct TcpConnector;
-
-impl Connector<()> for TcpConnector {
-    type Out = TcpTransport;
-
-    fn connect(
-        &self,
-        details: &ConnectionDetails,
-        _: Option<()>,
-    ) -> Result<Option<TcpTransport>, ureq::Error> {
-        let limit = details.timeout.not_zero().map(|t| *t);
-        let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to connect to");
-        for addr in details.addrs.iter() {
-            let started = Instant::now();
-            let attempt = match limit {
-                Some(limit) => TcpStream::connect_timeout(addr, limit),
-                None => TcpStream::connect(addr),
-            };
-            match attempt {
-                Ok(stream) => {
-                    LAST_CONNECT.set(Some(started.elapsed()));
-                    stream.set_nodelay(details.config.no_delay())?;
-                    let buffers = LazyBuffers::new(
-                        details.config.input_buffer_size(),
-                        details.config.output_buffer_size(),
-                    );
-                    return Ok(Some(TcpTransport {
-                        stream,
-                        buffers,
-                        read_timeout: None,
-                        write_timeout: None,
-                    }));
-                }
-                Err(err) if err.kind() == io::ErrorKind::TimedOut => {
-                    return Err(ureq::Error::Timeout(details.timeout.reason));
-                }
-                Err(err) => last = err,
-            }
-        }
-        Err(ureq::Error::Io(last))
-    }
-}
-
-/// One TCP connection to a backend, with ureq's buffers.
-#[derive(Debug)]
-struct TcpTransport {
-    stream: TcpStream,
-    buffers: LazyBuffers,
-    /// The socket timeouts last set: setsockopt only when they change.
-    read_timeout: Option<std::time::Duration>,
-    write_timeout: Option<std::time::Duration>,
-}
-
-impl TcpTransport {
-    /// The timeout to apply now; an expired one is an error before any IO.
-    fn next(
-        timeout: NextTimeout,
-    ) -> Result<(NextTimeout, Option<std::time::Duration>), ureq::Error> {
-        if timeout.after.is_zero() {
-            return Err(ureq::Error::Timeout(timeout.reason));
-        }
-        Ok((timeout, timeout.not_zero().map(|t| *t)))
-    }
-}
-
-impl Transport for TcpTransport {
-    fn buffers(&mut self) -> &mut dyn Buffers {
-        &mut self.buffers
-    }
-
-    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        let (timeout, limit) = Self::next(timeout.for_write())?;
-        if limit != self.write_timeout {
-            self.stream.set_write_timeout(limit)?;
-            self.write_timeout = limit;
-        }
-        match self.stream.write_all(&self.buffers.output()[..amount]) {
-            Ok(()) => Ok(()),
-            Err(err) if is_timeout(&err) => Err(ureq::Error::Timeout(timeout.reason)),
-            Err(err) => Err(err.into()),
-        }
-    }
-
-    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        let (timeout, limit) = Self::next(timeout.for_read())?;
-        if limit != self.read_timeout {
-            self.stream.set_read_timeout(limit)?;
-            self.read_timeout = limit;
-        }
-        let input = self.buffers.input_append_buf();
-        let read = loop {
-            match self.stream.read(input) {
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        match read {
-            Ok(n) => {
-                self.buffers.input_appended(n);
-                Ok(n > 0)
-            }
-            Err(err) if is_timeout(&err) => Err(ureq::Error::Timeout(timeout.reason)),
-            Err(err) => Err(err.into()),
-        }
-    }
-
-    /// Open means: nothing to read and not closed. One non-blocking peek says both; a
-    /// byte that nobody asked for (or an EOF) means the connection cannot be reused.
-    fn is_open(&mut self) -> bool {
-        use rustix::net::{RecvFlags, recv};
-        let mut byte = [0u8; 1];
-        matches!(
-            recv(
-                &self.stream,
-                &mut byte,
-                RecvFlags::PEEK | RecvFlags::DONTWAIT
-            ),
-            Err(rustix::io::Errno::WOULDBLOCK)
-        )
-    }
-}
-
-/// A socket timeout shows as WouldBlock or TimedOut, depending on the platform.
-fn is_timeout(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
 }
 
