@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test check clean bench bench-scale bench-pick chaos
+.PHONY: all build run test lint check clean bench bench-scale bench-pick chaos
 
 all: build
 
@@ -20,12 +20,14 @@ run: build
 test:
 	$(CARGO) test --locked
 
-# What CI should hold the code to: formatting, lints, tests, docs; warnings are errors.
-check:
+# The gates CI runs before the tests: formatting, lints and docs; warnings are errors.
+lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
-	$(CARGO) test --locked
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --no-deps
+
+# What CI holds the code to: the gates, then the tests (.ci/run does the same).
+check: lint test
 
 # Side by side with nginx, HAProxy and the blog's Go balancer (needs wrk, nginx-light,
 # haproxy, golang-go and the shared harness; see README "Benchmark").
