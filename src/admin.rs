@@ -26,7 +26,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use crate::balancer::{Backend, Balancer};
 use crate::config::MAX_HEAD;
 use crate::connection::{Client, Shared};
-use crate::http1::{ClientConn, RequestHead, ResponseBody, write_error, write_head};
+use crate::http1::{ClientConn, RequestHead, ResponseBody, ResponseHead, write_error, write_head};
 use crate::listener::Limit;
 use crate::pool::Pool;
 use crate::reload::Control;
@@ -237,12 +237,14 @@ fn send(
     let mut writer = write_head(
         conn.stream_mut(),
         out,
-        head.version,
-        answer.status,
-        &headers,
-        kind,
-        head_len,
-        keep_alive,
+        &ResponseHead {
+            version: head.version,
+            status: answer.status,
+            headers: &headers,
+            body: kind,
+            head_length: head_len,
+            keep_alive,
+        },
     );
     if !is_head {
         io::Write::write_all(&mut writer, &answer.body)?;

@@ -18,7 +18,8 @@ use crate::error::ProxyError;
 use crate::headers;
 use crate::health::{self, Health};
 use crate::http1::{
-    BodyReader, ClientConn, Framing, RequestHead, ResponseBody, Version, write_error, write_head,
+    BodyReader, ClientConn, Framing, RequestHead, ResponseBody, ResponseHead, Version, write_error,
+    write_head,
 };
 use crate::metrics::Stats;
 use crate::request_id::{self, X_REQUEST_ID};
@@ -452,12 +453,14 @@ fn relay(
     let mut writer = write_head(
         conn.stream_mut(),
         out,
-        version,
-        status,
-        &headers,
-        kind,
-        head_len,
-        keep_alive,
+        &ResponseHead {
+            version,
+            status,
+            headers: &headers,
+            body: kind,
+            head_length: head_len,
+            keep_alive,
+        },
     );
     let client_gone = |bytes, err: io::Error| Broken {
         status,

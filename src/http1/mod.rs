@@ -3,7 +3,8 @@
 //! A client connection (`ClientConn`) yields one request head at a time
 //! (`RequestHead`, parsed and validated in `request.rs`), then a reader for that
 //! request's body (`BodyReader`, sized or chunked, in `body.rs`); the answer goes
-//! back through `write_head` and a `BodyWriter`, or `write_error` (`response.rs`).
+//! back as a `ResponseHead` through `write_head` and a `BodyWriter`, or `write_error`
+//! (`response.rs`).
 //! `connection.rs` drives this loop for each connection and `proxy.rs` relays the
 //! body and the answer; every refusal is a `crate::error::ProxyError`.
 //!
@@ -23,4 +24,4 @@ mod response;
 pub use body::BodyReader;
 pub use conn::ClientConn;
 pub use request::{Framing, RequestHead, Version, parse_head};
-pub use response::{BodyWriter, ResponseBody, write_error, write_head};
+pub use response::{BodyWriter, ResponseBody, ResponseHead, write_error, write_head};

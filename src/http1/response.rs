@@ -1,7 +1,8 @@
 //! A response to the client: status line, headers and body framing, written through
 //! one reusable buffer so that a small answer leaves in a single write.
 //!
-//! `proxy.rs` relays a backend's answer with `write_head` and a `BodyWriter`;
+//! `proxy.rs` (and `admin.rs`) describe an answer as a `ResponseHead`, write it with
+//! `write_head` and stream the body through the returned `BodyWriter`;
 //! `connection.rs` sends refusals with `write_error`. Header policy (which fields to
 //! drop) is `headers.rs`'s job; this file only adds the framing it chooses.
 
@@ -27,29 +28,47 @@ pub enum ResponseBody {
     Unknown,
 }
 
-/// Writes the status line and `headers` into `out` (cleared first) and adds framing:
-/// - `None`: nothing for 1xx and 204; otherwise (HEAD, 304) `head_len`, the backend's
-///   length, becomes Content-Length when given.
+/// The head of one response: what `write_head` needs to frame it.
+#[derive(Clone, Copy, Debug)]
+pub struct ResponseHead<'h> {
+    /// The client's HTTP version, which decides chunked or close-delimited framing.
+    pub version: Version,
+    pub status: u16,
+    /// Already filtered: no hop-by-hop fields, no Content-Length or Transfer-Encoding.
+    pub headers: &'h HeaderMap,
+    pub body: ResponseBody,
+    /// For a bodiless answer to HEAD or a 304: the length the body would have had,
+    /// sent as Content-Length when given (RFC 9110 §8.6). Ignored otherwise.
+    pub head_length: Option<u64>,
+    /// The connection may stay open after this response, as far as the caller knows.
+    pub keep_alive: bool,
+}
+
+/// Writes the status line and headers of `head` into `out` (cleared first) and adds
+/// framing:
+/// - `None`: nothing for 1xx and 204; otherwise (HEAD, 304) `head_length` becomes
+///   Content-Length when given.
 /// - `Length(n)`: `Content-Length: n`.
 /// - `Unknown`: `Transfer-Encoding: chunked` for HTTP/1.1; for HTTP/1.0 no framing and
 ///   the connection closes after the body (keep-alive is forced off).
 /// - `Connection: close` when not keeping alive; `Connection: keep-alive` for an
 ///   HTTP/1.0 client that keeps alive.
 ///
-/// `headers` must already be filtered: no hop-by-hop fields, no Content-Length or
-/// Transfer-Encoding. Nothing is sent yet: the returned writer sends the head with the
-/// first buffer-full of body, or at `flush` / `finish`.
-#[allow(clippy::too_many_arguments)] // the contract's shape; each is one plain value
+/// Nothing is sent yet: the returned writer sends the head with the first buffer-full
+/// of body, or at `flush` / `finish`.
 pub fn write_head<'a>(
     stream: &'a mut TcpStream,
     out: &'a mut Vec<u8>,
-    version: Version,
-    status: u16,
-    headers: &HeaderMap,
-    body: ResponseBody,
-    head_len: Option<u64>,
-    keep_alive: bool,
+    head: &ResponseHead<'_>,
 ) -> BodyWriter<'a> {
+    let ResponseHead {
+        version,
+        status,
+        headers,
+        body,
+        head_length,
+        keep_alive,
+    } = *head;
     out.clear();
     status_line(out, status);
     for (name, value) in headers {
@@ -60,7 +79,7 @@ pub fn write_head<'a>(
     }
     let (mode, keep_alive) = match body {
         ResponseBody::None => {
-            if let (Some(len), false) = (head_len, status < 200 || status == 204) {
+            if let (Some(len), false) = (head_length, status < 200 || status == 204) {
                 content_length(out, len);
             }
             (Mode::Empty, keep_alive)
@@ -369,79 +388,93 @@ mod tests {
         String::from_utf8(seen).unwrap()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn response(
+    const V11: Version = Version::Http11;
+    const V10: Version = Version::Http10;
+
+    /// A `ResponseHead` as the tests spell it, with its fields as `'static` pairs.
+    #[derive(Clone, Copy)]
+    struct Head {
         version: Version,
         status: u16,
         fields: &'static [(&'static str, &'static str)],
         body: ResponseBody,
-        head_len: Option<u64>,
+        head_length: Option<u64>,
         keep_alive: bool,
-        writes: &'static [&'static [u8]],
-        expect_keep_alive: bool,
-    ) -> String {
-        received(move |stream, out| {
-            let mut w = write_head(
-                stream,
-                out,
-                version,
-                status,
-                &headers(fields),
-                body,
-                head_len,
-                keep_alive,
-            );
-            assert_eq!(w.keep_alive(), expect_keep_alive);
-            for data in writes {
-                w.write_all(data).unwrap();
-            }
-            w.finish().unwrap();
-        })
     }
 
-    const V11: Version = Version::Http11;
-    const V10: Version = Version::Http10;
+    /// A 200 with no fields that keeps alive.
+    fn head(version: Version, body: ResponseBody) -> Head {
+        Head {
+            version,
+            status: 200,
+            fields: &[],
+            body,
+            head_length: None,
+            keep_alive: true,
+        }
+    }
+
+    impl Head {
+        /// Writes this head and then `writes` as the body, checks what the writer says
+        /// about keep-alive, and returns what the client received.
+        fn sent(self, writes: &'static [&'static [u8]], expect_keep_alive: bool) -> String {
+            received(move |stream, out| {
+                let fields = headers(self.fields);
+                let head = ResponseHead {
+                    version: self.version,
+                    status: self.status,
+                    headers: &fields,
+                    body: self.body,
+                    head_length: self.head_length,
+                    keep_alive: self.keep_alive,
+                };
+                let mut w = write_head(stream, out, &head);
+                assert_eq!(w.keep_alive(), expect_keep_alive);
+                for data in writes {
+                    w.write_all(data).unwrap();
+                }
+                w.finish().unwrap();
+            })
+        }
+    }
+
+    /// An HTTP/1.1 200 that keeps alive, for the tests that drive the writer by hand.
+    fn ok(headers: &HeaderMap, body: ResponseBody) -> ResponseHead<'_> {
+        ResponseHead {
+            version: V11,
+            status: 200,
+            headers,
+            body,
+            head_length: None,
+            keep_alive: true,
+        }
+    }
 
     #[test]
     fn known_length() {
-        let got = response(
-            V11,
-            200,
-            &[("x-a", "1")],
-            ResponseBody::Length(5),
-            None,
-            true,
-            &[b"hel", b"lo"],
-            true,
-        );
+        let got = Head {
+            fields: &[("x-a", "1")],
+            ..head(V11, ResponseBody::Length(5))
+        }
+        .sent(&[b"hel", b"lo"], true);
         assert_eq!(
             got,
             "HTTP/1.1 200 OK\r\nx-a: 1\r\nContent-Length: 5\r\n\r\nhello"
         );
-        let got = response(
-            V10,
-            404,
-            &[],
-            ResponseBody::Length(0),
-            None,
-            true,
-            &[],
-            true,
-        );
+        let got = Head {
+            status: 404,
+            ..head(V10, ResponseBody::Length(0))
+        }
+        .sent(&[], true);
         assert_eq!(
             got,
             "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
         );
-        let got = response(
-            V11,
-            200,
-            &[],
-            ResponseBody::Length(2),
-            None,
-            false,
-            &[b"ok"],
-            false,
-        );
+        let got = Head {
+            keep_alive: false,
+            ..head(V11, ResponseBody::Length(2))
+        }
+        .sent(&[b"ok"], false);
         assert_eq!(
             got,
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
@@ -450,21 +483,12 @@ mod tests {
 
     #[test]
     fn unknown_length_is_chunked_for_http_1_1() {
-        let got = response(
-            V11,
-            200,
-            &[],
-            ResponseBody::Unknown,
-            None,
-            true,
-            &[b"hello", b" world"],
-            true,
-        );
+        let got = head(V11, ResponseBody::Unknown).sent(&[b"hello", b" world"], true);
         assert_eq!(
             got,
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n"
         );
-        let got = response(V11, 200, &[], ResponseBody::Unknown, None, true, &[], true);
+        let got = head(V11, ResponseBody::Unknown).sent(&[], true);
         assert_eq!(
             got,
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
@@ -473,73 +497,50 @@ mod tests {
 
     #[test]
     fn unknown_length_is_close_delimited_for_http_1_0() {
-        let got = response(
-            V10,
-            200,
-            &[],
-            ResponseBody::Unknown,
-            None,
-            true,
-            &[b"hello"],
-            false,
-        );
+        let got = head(V10, ResponseBody::Unknown).sent(&[b"hello"], false);
         assert_eq!(got, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello");
     }
 
     #[test]
     fn bodiless_answers() {
-        let got = response(V11, 204, &[], ResponseBody::None, Some(5), true, &[], true);
+        let bodiless = |status, head_length| Head {
+            status,
+            head_length,
+            ..head(V11, ResponseBody::None)
+        };
+        let got = bodiless(204, Some(5)).sent(&[], true);
         assert_eq!(got, "HTTP/1.1 204 No Content\r\n\r\n");
-        let got = response(
-            V11,
-            103,
-            &[("link", "</a>")],
-            ResponseBody::None,
-            Some(5),
-            true,
-            &[],
-            true,
-        );
+        let got = Head {
+            fields: &[("link", "</a>")],
+            ..bodiless(103, Some(5))
+        }
+        .sent(&[], true);
         assert_eq!(got, "HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n");
-        let got = response(V11, 200, &[], ResponseBody::None, Some(42), true, &[], true);
+        let got = bodiless(200, Some(42)).sent(&[], true);
         assert_eq!(got, "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n");
-        let got = response(V11, 304, &[], ResponseBody::None, Some(7), true, &[], true);
+        let got = bodiless(304, Some(7)).sent(&[], true);
         assert_eq!(
             got,
             "HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n"
         );
-        let got = response(V11, 200, &[], ResponseBody::None, None, true, &[], true);
+        let got = bodiless(200, None).sent(&[], true);
         assert_eq!(got, "HTTP/1.1 200 OK\r\n\r\n");
     }
 
     #[test]
     fn unknown_status_codes_say_unknown() {
-        let got = response(
-            V11,
-            599,
-            &[],
-            ResponseBody::Length(0),
-            None,
-            true,
-            &[],
-            true,
-        );
+        let got = Head {
+            status: 599,
+            ..head(V11, ResponseBody::Length(0))
+        }
+        .sent(&[], true);
         assert!(got.starts_with("HTTP/1.1 599 Unknown\r\n"), "{got}");
     }
 
     #[test]
     fn the_writer_refuses_bodies_that_do_not_fit() {
         let got = received(|stream, out| {
-            let mut w = write_head(
-                stream,
-                out,
-                V11,
-                200,
-                &HeaderMap::new(),
-                ResponseBody::Length(3),
-                None,
-                true,
-            );
+            let mut w = write_head(stream, out, &ok(&HeaderMap::new(), ResponseBody::Length(3)));
             assert_eq!(
                 w.write(b"abcd").unwrap_err().kind(),
                 io::ErrorKind::InvalidInput
@@ -553,12 +554,10 @@ mod tests {
             let mut w = write_head(
                 stream,
                 out,
-                V11,
-                200,
-                &HeaderMap::new(),
-                ResponseBody::None,
-                Some(3),
-                true,
+                &ResponseHead {
+                    head_length: Some(3),
+                    ..ok(&HeaderMap::new(), ResponseBody::None)
+                },
             );
             assert!(w.write_all(b"x").is_err());
             assert!(w.write_all(b"").is_ok());
@@ -573,12 +572,7 @@ mod tests {
         let mut w = write_head(
             &mut server,
             &mut out,
-            V11,
-            200,
-            &HeaderMap::new(),
-            ResponseBody::Length(5),
-            None,
-            true,
+            &ok(&HeaderMap::new(), ResponseBody::Length(5)),
         );
         w.write_all(b"hello").unwrap();
         assert_eq!(
@@ -596,16 +590,7 @@ mod tests {
     #[test]
     fn dropping_a_chunked_writer_never_ends_the_body() {
         let got = received(|stream, out| {
-            let mut w = write_head(
-                stream,
-                out,
-                V11,
-                200,
-                &HeaderMap::new(),
-                ResponseBody::Unknown,
-                None,
-                true,
-            );
+            let mut w = write_head(stream, out, &ok(&HeaderMap::new(), ResponseBody::Unknown));
             w.write_all(b"part").unwrap();
             w.flush().unwrap();
             w.flush().unwrap(); // nothing new: no empty chunk, which would end the body
@@ -619,16 +604,7 @@ mod tests {
     #[test]
     fn large_writes_make_exact_chunks() {
         let got = received(|stream, out| {
-            let mut w = write_head(
-                stream,
-                out,
-                V11,
-                200,
-                &HeaderMap::new(),
-                ResponseBody::Unknown,
-                None,
-                true,
-            );
+            let mut w = write_head(stream, out, &ok(&HeaderMap::new(), ResponseBody::Unknown));
             w.write_all(b"ab").unwrap();
             w.write_all(&[b'x'; 70_000]).unwrap();
             w.write_all(b"cd").unwrap();
@@ -704,7 +680,7 @@ mod tests {
             let (mut client, mut server) = socket_pair();
             let writer = thread::spawn(move || {
                 let mut out = Vec::new();
-                let mut w = write_head(&mut server, &mut out, V11, 200, &HeaderMap::new(), ResponseBody::Unknown, None, true);
+                let mut w = write_head(&mut server, &mut out, &ok(&HeaderMap::new(), ResponseBody::Unknown));
                 for step in steps {
                     match step {
                         Step::Write(data) => w.write_all(&data).unwrap(),
