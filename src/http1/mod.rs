@@ -2,9 +2,9 @@
 //!
 //! A client connection (`ClientConn`) yields one request head at a time
 //! (`RequestHead`, parsed and validated in `request.rs`), then a reader for that
-//! request's body (`BodyReader`, sized or chunked, in `body.rs`); the answer goes
-//! back as a `ResponseHead` through `write_head` and a `BodyWriter`, or `write_error`
-//! (`response.rs`).
+//! request's body (`BodyReader`, sized or chunked, in `body.rs`; the chunked framing
+//! itself is decoded in `chunked.rs`); the answer goes back as a `ResponseHead`
+//! through `write_head` and a `BodyWriter`, or `write_error` (`response.rs`).
 //! `connection.rs` drives this loop for each connection and `proxy.rs` relays the
 //! body and the answer; every refusal is a `crate::error::ProxyError`.
 //!
@@ -17,6 +17,7 @@
 //! what to do with them is the caller's decision (CONNECT alone is refused here).
 
 mod body;
+mod chunked;
 mod conn;
 mod request;
 mod response;

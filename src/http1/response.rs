@@ -358,7 +358,7 @@ fn size_line(buf: &mut [u8; 24], mut len: u64) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::super::body::Dechunker;
+    use super::super::chunked::Dechunker;
     use super::super::conn::tests::socket_pair;
     use super::*;
     use http::HeaderValue;
