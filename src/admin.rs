@@ -2,13 +2,16 @@
 //! port) for the people who run the balancer. It serves the Prometheus metrics, a JSON
 //! status, a live HTML status page, and runtime changes to the backends (drain, enable,
 //! disable, weight). Requests are read with the same front door as proxied ones
-//! (`http1/`): no second HTTP parser. Each admin connection gets a short-lived thread of
-//! its own, at most `MAX_CONNECTIONS` at once; a sampler thread keeps a few minutes of
-//! per-second request counts for the page's sparklines.
+//! (`http1/`): no second HTTP parser. Who may ask is `admin/guard.rs`'s decision
+//! (origin, Host and bearer token checks), made before any endpoint runs. Each admin
+//! connection gets a short-lived thread of its own, at most `MAX_CONNECTIONS` at once;
+//! a sampler thread keeps a few minutes of per-second request counts for the page's
+//! sparklines.
 //!
 //! Reading the counters takes no lock the request path takes: they are the atomics of
 //! `metrics.rs` and `balancer/`. `server.rs` starts this when `--admin` is given.
 
+mod guard;
 mod history;
 mod prometheus;
 mod status;
@@ -31,6 +34,7 @@ use crate::listener::Limit;
 use crate::pool::Pool;
 use crate::reload::Control;
 
+use guard::{Guard, Refusal};
 use history::History;
 
 /// Admin connections served at once; more get 503. Admin traffic is a scraper, a
@@ -67,8 +71,8 @@ impl Sources {
 /// Everything one admin connection needs.
 struct Admin {
     sources: Sources,
-    /// `Authorization: Bearer` token; `None` on loopback without `--admin-token`.
-    token: Option<String>,
+    /// Who may ask; consulted before every endpoint.
+    guard: Guard,
     history: History,
     open: AtomicUsize,
 }
@@ -80,7 +84,7 @@ pub fn start(addr: SocketAddr, token: Option<String>, sources: Sources) -> io::R
     let local = listener.local_addr()?;
     let admin = Arc::new(Admin {
         sources,
-        token,
+        guard: Guard::new(token),
         history: History::default(),
         open: AtomicUsize::new(0),
     });
@@ -178,6 +182,16 @@ impl Answer {
             ..Answer::text(405, format!("method not allowed (allowed: {allow})"))
         }
     }
+
+    fn refused(refusal: Refusal) -> Answer {
+        match refusal {
+            Refusal::Forbidden(why) => Answer::text(403, why),
+            Refusal::Unauthorized => Answer {
+                extra: Some((header::WWW_AUTHENTICATE, "Bearer realm=\"roundhouse\"")),
+                ..Answer::text(401, "missing or wrong bearer token")
+            },
+        }
+    }
 }
 
 /// Serves one admin connection's requests until it closes, idles out or errs.
@@ -253,40 +267,18 @@ fn send(
 }
 
 impl Admin {
-    /// Which endpoint a request is for, and its answer.
+    /// Which endpoint a request is for, and its answer. `guard.rs` decides first
+    /// whether it is answered at all; `/`, the page, is the one path it lets through
+    /// without the token.
     fn route(&self, head: &RequestHead, body: &str) -> Answer {
         let path = head.target.split('?').next().unwrap_or_default();
         let method = &head.method;
         let readable = *method == Method::GET || *method == Method::HEAD;
-        // Without a token, the loopback address is the only guard, and a web page in the
-        // operator's browser can reach loopback too: a hostile page may make it POST
-        // (a form needs no preflight), or read answers after pointing its own domain at
-        // 127.0.0.1 (DNS rebinding). Refuse both: changes from another origin, and any
-        // Host that is not an address or localhost.
-        if !readable && from_another_origin(&head.headers) {
-            return Answer::text(403, "refused: the request comes from another web origin");
-        }
-        if self.token.is_none() && !local_host(&head.headers) {
-            return Answer::text(
-                403,
-                "refused: without --admin-token, Host must be localhost or an IP address",
-            );
-        }
-        // The page itself holds no data: it asks /status.json, with the token, for that.
-        if path == "/" {
-            return if readable {
-                Answer::ok("text/html; charset=utf-8", PAGE)
-            } else {
-                Answer::not_allowed("GET, HEAD")
-            };
-        }
-        if !self.authorized(&head.headers) {
-            return Answer {
-                extra: Some((header::WWW_AUTHENTICATE, "Bearer realm=\"roundhouse\"")),
-                ..Answer::text(401, "missing or wrong bearer token")
-            };
+        if let Err(refusal) = self.guard.check(head, path) {
+            return Answer::refused(refusal);
         }
         match path {
+            "/" if readable => Answer::ok("text/html; charset=utf-8", PAGE),
             "/metrics" if readable => Answer::ok(
                 "text/plain; version=0.0.4; charset=utf-8",
                 prometheus::render(&self.sources),
@@ -294,7 +286,7 @@ impl Admin {
             "/status.json" if readable => {
                 Answer::json(status::render(&self.sources, &self.history))
             }
-            "/metrics" | "/status.json" => Answer::not_allowed("GET, HEAD"),
+            "/" | "/metrics" | "/status.json" => Answer::not_allowed("GET, HEAD"),
             _ => match path
                 .strip_prefix("/backends/")
                 .and_then(|p| p.rsplit_once('/'))
@@ -367,51 +359,6 @@ impl Admin {
     fn set_weight(&self, addr: SocketAddr, weight: u32) -> Result<(), String> {
         self.sources.control.set_weight(addr, weight)
     }
-
-    /// True when no token is set, or the request carries `Authorization: Bearer TOKEN`.
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        headers.get_all(header::AUTHORIZATION).iter().any(|value| {
-            let value = value.as_bytes();
-            value.len() > 7
-                && value[..7].eq_ignore_ascii_case(b"bearer ")
-                && same(value[7..].trim_ascii(), token.as_bytes())
-        })
-    }
-}
-
-/// A browser says where a request comes from (`Sec-Fetch-Site`, `Origin`); a request
-/// from a page of another origin than this admin interface's is not the operator's.
-fn from_another_origin(headers: &HeaderMap) -> bool {
-    let text = |name| {
-        headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    if text("sec-fetch-site").is_some_and(|site| site.eq_ignore_ascii_case("cross-site")) {
-        return true;
-    }
-    match (text("origin"), text("host")) {
-        (None, _) => false,
-        (Some(origin), host) => {
-            let authority = origin.split_once("://").map(|(_, rest)| rest);
-            authority.is_none() || authority != host
-        }
-    }
-}
-
-/// `Host` is absent, `localhost` or an IP address (with or without a port).
-fn local_host(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 fn find(balancer: &Balancer, addr: SocketAddr) -> Option<&Backend> {
@@ -419,70 +366,4 @@ fn find(balancer: &Balancer, addr: SocketAddr) -> Option<&Backend> {
         .backends()
         .iter()
         .find(|b| b.upstream.addr() == addr)
-}
-
-/// Compares without stopping at the first difference, so that the time taken does not
-/// tell a guesser how much of the token was right.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (name, value) in fields {
-            h.insert(*name, HeaderValue::from_static(value));
-        }
-        h
-    }
-
-    #[test]
-    fn changes_from_another_origin_are_told_apart() {
-        let same = headers(&[
-            ("host", "127.0.0.1:9000"),
-            ("origin", "http://127.0.0.1:9000"),
-        ]);
-        assert!(!from_another_origin(&same));
-        assert!(!from_another_origin(&headers(&[(
-            "host",
-            "127.0.0.1:9000"
-        )])));
-        let other = headers(&[
-            ("host", "127.0.0.1:9000"),
-            ("origin", "https://evil.example"),
-        ]);
-        assert!(from_another_origin(&other));
-        assert!(from_another_origin(&headers(&[("origin", "null")])));
-        assert!(from_another_origin(&headers(&[(
-            "sec-fetch-site",
-            "cross-site"
-        )])));
-    }
-
-    #[test]
-    fn local_hosts_are_addresses_and_localhost() {
-        for host in [
-            "127.0.0.1:9000",
-            "localhost:9000",
-            "[::1]:9000",
-            "[::1]",
-            "LOCALHOST",
-        ] {
-            assert!(local_host(&headers(&[("host", host)])), "{host}");
-        }
-        assert!(local_host(&HeaderMap::new()));
-        for host in ["evil.example:9000", "evil.example", "127.0.0.1.nip.io"] {
-            assert!(!local_host(&headers(&[("host", host)])), "{host}");
-        }
-    }
-
-    #[test]
-    fn token_comparison() {
-        assert!(same(b"secret", b"secret"));
-        assert!(!same(b"secret", b"secreT"));
-        assert!(!same(b"secret", b"secret2"));
-    }
 }
