@@ -12,13 +12,12 @@
 //! are serialised by one mutex, which the request path never takes.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 
 use crate::balancer::{Backend, Balancer};
-use crate::config::{Config, Strategy};
+use crate::config::{Config, Strategy, WEIGHT_RULE, Weight};
 use crate::upstream::Settings;
 
 /// Swaps the balancer; cheap to clone.
@@ -117,9 +116,8 @@ impl Control {
     /// work from weights fixed when the balancer is built, so this builds a new balancer
     /// from the running specs with that one weight changed, and swaps it in.
     pub fn set_weight(&self, addr: SocketAddr, weight: u32) -> Result<(), String> {
-        let weight = NonZeroU32::new(weight)
-            .filter(|w| w.get() <= 1000)
-            .ok_or_else(|| format!("weight {weight} is not a whole number from 1 to 1000"))?;
+        let weight =
+            Weight::new(weight).ok_or_else(|| format!("weight {weight} is not {WEIGHT_RULE}"))?;
         let mut running = self.running();
         let mut found = false;
         for spec in running.backends.iter_mut().filter(|s| s.addr == addr) {
