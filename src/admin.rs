@@ -27,7 +27,7 @@ use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::balancer::{Backend, Balancer};
-use crate::config::MAX_HEAD;
+use crate::config::{MAX_HEAD, WEIGHT_RULE, Weight};
 use crate::connection::{Client, Shared};
 use crate::http1::{ClientConn, RequestHead, ResponseBody, ResponseHead, write_error, write_head};
 use crate::listener::Limit;
@@ -326,21 +326,13 @@ impl Admin {
                 backend.set_disabled(false);
             }
             _ => {
-                let Some(weight) = body
-                    .trim()
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|w| (1..=1000).contains(w))
-                else {
+                let Some(weight) = Weight::parse(body.trim()) else {
                     return Answer::text(
                         400,
-                        format!(
-                            "weight '{}' is not a whole number from 1 to 1000",
-                            body.trim()
-                        ),
+                        format!("weight '{}' is not {WEIGHT_RULE}", body.trim()),
                     );
                 };
-                if let Err(why) = self.set_weight(addr, weight) {
+                if let Err(why) = self.set_weight(addr, weight.get()) {
                     return Answer::text(409, why);
                 }
             }

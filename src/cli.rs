@@ -13,6 +13,7 @@ pub struct Args {
     /// a backend as host:port or http://host:port, optionally with ",weight=N" (1-1000)
     /// and ",backup" (used only while no other backend is up); repeat for each backend
     /// (default: 127.0.0.1:8081 and 127.0.0.1:8082)
+    // 1-1000 is config::Weight's rule; a unit test in config/backend.rs checks it.
     #[argh(option)]
     pub backend: Vec<String>,
 
@@ -20,6 +21,8 @@ pub struct Args {
     /// least-conn (fewest in flight per weight), p2c (less loaded of two random),
     /// least-time (lowest latency × in flight), ip-hash (consistent, by client /24),
     /// hash (consistent, see --hash-key) (default: round-robin)
+    // Each name and its words in parentheses are a line of config::STRATEGIES, in its
+    // order; a unit test in config/strategy.rs fails when they part.
     #[argh(option, default = "String::from(\"round-robin\")")]
     pub strategy: String,
 
@@ -174,6 +177,9 @@ pub struct Args {
 pub struct Exit {
     pub text: String,
     pub code: i32,
+    /// The flag a mistake is about, `--workers`; `None` for `--help` and for a mistake
+    /// that names no flag.
+    pub flag: Option<String>,
 }
 
 /// Parses the arguments after the program name.
@@ -182,16 +188,54 @@ pub fn parse(args: &[&str]) -> Result<Args, Exit> {
         Ok(()) => Exit {
             text: early.output,
             code: 0,
+            flag: None,
         },
         // argh adds a second line pointing at --help; one line naming the flag is enough.
-        Err(()) => Exit {
-            text: early
-                .output
-                .lines()
-                .next()
-                .unwrap_or("bad arguments")
-                .to_owned(),
-            code: 2,
-        },
+        Err(()) => {
+            let text = early.output.lines().next().unwrap_or("bad arguments");
+            Exit {
+                flag: named_flag(text).map(str::to_owned),
+                text: text.to_owned(),
+                code: 2,
+            }
+        }
     })
+}
+
+/// The first `--flag` a message names. argh says which flag it rejects only in its
+/// text ("Error parsing option '--workers' with value 'x': ..."), so this is the one
+/// place that reads an error's wording; everything after goes by `ConfigError::flag`.
+fn named_flag(message: &str) -> Option<&str> {
+    let start = message.find("--")?;
+    let rest = &message[start..];
+    let end = rest[2..]
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .map_or(rest.len(), |i| i + 2);
+    Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_blamed_flag_is_the_first_named() {
+        assert_eq!(
+            named_flag("--hash-key: only with --strategy hash"),
+            Some("--hash-key")
+        );
+        assert_eq!(
+            named_flag("Error parsing option '--workers' with value 'x'"),
+            Some("--workers")
+        );
+        assert_eq!(named_flag("no flag here"), None);
+    }
+
+    #[test]
+    fn a_mistake_carries_its_flag() {
+        let exit = parse(&["--queue", "x"]).unwrap_err();
+        assert_eq!((exit.code, exit.flag.as_deref()), (2, Some("--queue")));
+        let exit = parse(&["--help"]).unwrap_err();
+        assert_eq!((exit.code, exit.flag), (0, None));
+    }
 }

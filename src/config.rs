@@ -1,15 +1,29 @@
 //! The validated configuration: what the balancer runs with. `Config::from_cli` turns the
-//! flags of `cli.rs` into values that cannot be invalid; every error names the flag and
-//! the value, in one line.
+//! flags of `cli.rs` into values that cannot be invalid; every error is a `ConfigError`
+//! that names the flag and the value, in one line.
+//!
+//! The pieces: `strategy.rs` (the strategies and their one list of names), `backend.rs`
+//! (`--backend` and the weight rule), `values.rs` (durations, sizes, addresses) and
+//! `error.rs` (`ConfigError`).
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::HeaderName;
-
 use crate::cli::{self, Args};
+
+mod backend;
+mod error;
+mod strategy;
+mod values;
+
+pub use backend::{BackendSpec, WEIGHT_RULE, Weight};
+pub use error::ConfigError;
+pub use strategy::{HashKey, STRATEGIES, Strategy, StrategyKind, StrategyName};
+
+use backend::parse_backend;
+use values::{duration, nonzero, parse_size, resolve};
 
 /// Largest request head (request line and header fields) accepted; more gets 431.
 pub const MAX_HEAD: usize = 32 * 1024;
@@ -54,15 +68,6 @@ pub struct AdminConfig {
     pub addr: SocketAddr,
     /// Required as `Authorization: Bearer TOKEN`; `None` only on a loopback address.
     pub token: Option<String>,
-}
-
-/// One `--backend` flag, resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackendSpec {
-    pub addr: SocketAddr,
-    pub weight: NonZeroU32,
-    /// `,backup`: used only while no primary backend is up.
-    pub backup: bool,
 }
 
 /// How backend failures are noticed and handled; see health.rs.
@@ -114,68 +119,6 @@ pub struct RetryConfig {
     pub buffer: usize,
 }
 
-/// How a backend is picked for each request; see `balancer/` for each one's algorithm.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Strategy {
-    /// Smooth weighted round robin (nginx's).
-    RoundRobin,
-    /// A random backend, by weight.
-    Random,
-    /// Fewest requests in flight per weight.
-    LeastConn,
-    /// The less loaded of two random backends.
-    PowerOfTwo,
-    /// Lowest peak-EWMA latency × (requests in flight + 1), per weight.
-    LeastTime,
-    /// Consistent hashing of the client's network (nginx's `ip_hash` key).
-    IpHash,
-    /// Consistent hashing of `key`; with a balance factor, bounded load.
-    Hash {
-        key: HashKey,
-        /// At least 1: no backend takes more than this times its share of the
-        /// requests in flight. `None`: keys never move for load.
-        balance_factor: Option<f64>,
-    },
-}
-
-/// The strategies' names as `--strategy` takes them, in the order `--help` lists them.
-pub const STRATEGIES: [&str; 7] = [
-    "round-robin",
-    "random",
-    "least-conn",
-    "p2c",
-    "least-time",
-    "ip-hash",
-    "hash",
-];
-
-impl Strategy {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::RoundRobin => "round-robin",
-            Self::Random => "random",
-            Self::LeastConn => "least-conn",
-            Self::PowerOfTwo => "p2c",
-            Self::LeastTime => "least-time",
-            Self::IpHash => "ip-hash",
-            Self::Hash { .. } => "hash",
-        }
-    }
-}
-
-/// What `--strategy hash` hashes (`--hash-key`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HashKey {
-    /// The client's address (the default).
-    Ip,
-    /// The value of a request header; requests without it are spread.
-    Header(HeaderName),
-    /// The value of a cookie; requests without it are spread.
-    Cookie(String),
-    /// The path, without the query string.
-    Path,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     /// The blog's line: "Received request from X, forwarding to Y", then the request.
@@ -191,13 +134,12 @@ impl Config {
     /// Parses and validates command-line arguments (without the program name). Used by
     /// tests and embedders; `main.rs` calls `cli::parse` and `from_cli` itself so that
     /// `--help` can exit 0.
-    pub fn from_args(args: &[&str]) -> Result<Config, String> {
-        let args = cli::parse(args).map_err(|exit| exit.text)?;
-        Config::from_cli(args)
+    pub fn from_args(args: &[&str]) -> Result<Config, ConfigError> {
+        Config::from_cli(cli::parse(args)?)
     }
 
-    pub fn from_cli(args: Args) -> Result<Config, String> {
-        let listen = resolve(&args.listen).map_err(|why| format!("--listen: {why}"))?;
+    pub fn from_cli(args: Args) -> Result<Config, ConfigError> {
+        let listen = resolve(&args.listen).map_err(|why| ConfigError::new("--listen", why))?;
         let health = health_config(&args)?;
         let admin = admin_config(&args, listen)?;
         let default_backends = args.backend.is_empty();
@@ -208,13 +150,13 @@ impl Config {
         };
         let backends = typed
             .iter()
-            .map(|b| parse_backend(b).map_err(|why| format!("--backend: {why}")))
+            .map(|b| parse_backend(b).map_err(|why| ConfigError::new("--backend", why)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             listen,
             backends,
             default_backends,
-            strategy: strategy(
+            strategy: strategy::strategy(
                 &args.strategy,
                 args.hash_key.as_deref(),
                 args.hash_balance_factor.as_deref(),
@@ -230,7 +172,7 @@ impl Config {
             config_file: args.config.as_ref().map(PathBuf::from),
             max_body: match &args.max_body {
                 None => None,
-                Some(s) => Some(parse_size(s).map_err(|why| format!("--max-body: {why}"))?),
+                Some(s) => Some(parse_size(s).map_err(|why| ConfigError::new("--max-body", why))?),
             },
             log: match args.log.as_str() {
                 "seed" => LogFormat::Seed,
@@ -238,8 +180,9 @@ impl Config {
                 "json" => LogFormat::Json,
                 "off" => LogFormat::Off,
                 other => {
-                    return Err(format!(
-                        "--log: unknown format '{other}' (known: seed, combined, json, off)"
+                    return Err(ConfigError::new(
+                        "--log",
+                        format!("unknown format '{other}' (known: seed, combined, json, off)"),
                     ));
                 }
             },
@@ -252,9 +195,12 @@ impl Config {
                     .ok()
                     .and_then(|n| usize::try_from(n).ok())
                     .ok_or_else(|| {
-                        format!(
-                            "--retry-buffer: '{}' is not a size (examples: 0, 64k, 1MiB)",
-                            args.retry_buffer
+                        ConfigError::new(
+                            "--retry-buffer",
+                            format!(
+                                "'{}' is not a size (examples: 0, 64k, 1MiB)",
+                                args.retry_buffer
+                            ),
                         )
                     })?,
             },
@@ -264,41 +210,47 @@ impl Config {
 
 /// `--admin` and `--admin-token`. The admin interface changes the backends, so off
 /// loopback it must not be open to anyone who can reach the port.
-fn admin_config(args: &Args, listen: SocketAddr) -> Result<Option<AdminConfig>, String> {
+fn admin_config(args: &Args, listen: SocketAddr) -> Result<Option<AdminConfig>, ConfigError> {
     let token = match &args.admin_token {
         Some(t) if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) => {
-            return Err("--admin-token: must be non-empty visible ASCII, no spaces".into());
+            return Err(ConfigError::new(
+                "--admin-token",
+                "must be non-empty visible ASCII, no spaces",
+            ));
         }
         token => token.clone(),
     };
     let Some(typed) = &args.admin else {
         return match token {
-            Some(_) => Err("--admin-token: only with --admin".into()),
+            Some(_) => Err(ConfigError::new("--admin-token", "only with --admin")),
             None => Ok(None),
         };
     };
-    let addr = resolve(typed).map_err(|why| format!("--admin: {why}"))?;
+    let bad = |why: String| ConfigError::new("--admin", why);
+    let addr = resolve(typed).map_err(bad)?;
     if !addr.ip().is_loopback() && token.is_none() {
-        return Err(format!(
-            "--admin: '{typed}' is not a loopback address; set --admin-token to serve it there"
-        ));
+        return Err(bad(format!(
+            "'{typed}' is not a loopback address; set --admin-token to serve it there"
+        )));
     }
     if addr == listen && addr.port() != 0 {
-        return Err(format!(
-            "--admin: '{typed}' is the proxy's --listen address; pick another port"
-        ));
+        return Err(bad(format!(
+            "'{typed}' is the proxy's --listen address; pick another port"
+        )));
     }
     Ok(Some(AdminConfig { addr, token }))
 }
 
 /// The health and failure flags: `--health-*`, `--rise`, `--fall`, `--max-fails`,
 /// `--fail-window`, `--eject-*`, `--slow-start`, `--all-down`.
-fn health_config(args: &Args) -> Result<HealthConfig, String> {
+fn health_config(args: &Args) -> Result<HealthConfig, ConfigError> {
+    let at_least_1 = |flag: &str| ConfigError::new(flag, "must be at least 1");
     let checks = match &args.health_path {
         None => None,
         Some(path) if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) => {
-            return Err(format!(
-                "--health-path: '{path}' is not a path (example: /health)"
+            return Err(ConfigError::new(
+                "--health-path",
+                format!("'{path}' is not a path (example: /health)"),
             ));
         }
         Some(path) => Some(Checks {
@@ -306,8 +258,8 @@ fn health_config(args: &Args) -> Result<HealthConfig, String> {
             interval: duration("--health-interval", &args.health_interval)?,
             timeout: duration("--health-timeout", &args.health_timeout)?,
             status: status_range(&args.health_status)?,
-            rise: NonZeroU32::new(args.rise).ok_or("--rise: must be at least 1")?,
-            fall: NonZeroU32::new(args.fall).ok_or("--fall: must be at least 1")?,
+            rise: NonZeroU32::new(args.rise).ok_or_else(|| at_least_1("--rise"))?,
+            fall: NonZeroU32::new(args.fall).ok_or_else(|| at_least_1("--fall"))?,
         }),
     };
     Ok(HealthConfig {
@@ -325,8 +277,9 @@ fn health_config(args: &Args) -> Result<HealthConfig, String> {
             "fail-open" => AllDown::FailOpen,
             "503" => AllDown::Unavailable,
             other => {
-                return Err(format!(
-                    "--all-down: unknown policy '{other}' (known: fail-open, 503)"
+                return Err(ConfigError::new(
+                    "--all-down",
+                    format!("unknown policy '{other}' (known: fail-open, 503)"),
                 ));
             }
         },
@@ -334,7 +287,7 @@ fn health_config(args: &Args) -> Result<HealthConfig, String> {
 }
 
 /// `200-399` or a single status like `204`.
-fn status_range(s: &str) -> Result<(u16, u16), String> {
+fn status_range(s: &str) -> Result<(u16, u16), ConfigError> {
     let status = |t: &str| {
         t.trim()
             .parse::<u16>()
@@ -346,160 +299,11 @@ fn status_range(s: &str) -> Result<(u16, u16), String> {
         None => status(s).map(|n| (n, n)),
     };
     range.filter(|(lo, hi)| lo <= hi).ok_or_else(|| {
-        format!("--health-status: '{s}' is not a status or range (examples: 200, 200-399)")
+        ConfigError::new(
+            "--health-status",
+            format!("'{s}' is not a status or range (examples: 200, 200-399)"),
+        )
     })
-}
-
-/// `--strategy` with the flags that only `hash` takes.
-fn strategy(
-    name: &str,
-    key: Option<&str>,
-    balance_factor: Option<&str>,
-) -> Result<Strategy, String> {
-    let strategy = match name {
-        "round-robin" => Strategy::RoundRobin,
-        "random" => Strategy::Random,
-        "least-conn" => Strategy::LeastConn,
-        "p2c" => Strategy::PowerOfTwo,
-        "least-time" => Strategy::LeastTime,
-        "ip-hash" => Strategy::IpHash,
-        "hash" => Strategy::Hash {
-            key: key.map_or(Ok(HashKey::Ip), hash_key)?,
-            balance_factor: balance_factor.map(parse_balance_factor).transpose()?,
-        },
-        other => {
-            return Err(format!(
-                "--strategy: unknown strategy '{other}' (known: {})",
-                STRATEGIES.join(", ")
-            ));
-        }
-    };
-    if !matches!(strategy, Strategy::Hash { .. }) {
-        if key.is_some() {
-            return Err(format!(
-                "--hash-key: only with --strategy hash, not --strategy {name}"
-            ));
-        }
-        if balance_factor.is_some() {
-            return Err(format!(
-                "--hash-balance-factor: only with --strategy hash, not --strategy {name}"
-            ));
-        }
-    }
-    Ok(strategy)
-}
-
-/// `ip`, `header:NAME`, `cookie:NAME` or `path`.
-fn hash_key(s: &str) -> Result<HashKey, String> {
-    let bad = |why: &str| format!("--hash-key: '{s}' {why}");
-    match s.split_once(':') {
-        None if s == "ip" => Ok(HashKey::Ip),
-        None if s == "path" => Ok(HashKey::Path),
-        Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
-            .map(HashKey::Header)
-            .map_err(|_| bad("does not name a header field")),
-        Some(("cookie", name))
-            if !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)) =>
-        {
-            Ok(HashKey::Cookie(name.to_owned()))
-        }
-        Some(("cookie", _)) => Err(bad("does not name a cookie")),
-        _ => Err(bad(
-            "is not a key (known: ip, header:NAME, cookie:NAME, path)",
-        )),
-    }
-}
-
-/// A number of at least 1, like `1.25`.
-fn parse_balance_factor(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(f) if f.is_finite() && f >= 1.0 => Ok(f),
-        _ => Err(format!(
-            "--hash-balance-factor: '{s}' is not a number of at least 1 (example: 1.25)"
-        )),
-    }
-}
-
-fn nonzero(flag: &str, n: usize) -> Result<NonZeroUsize, String> {
-    NonZeroUsize::new(n).ok_or_else(|| format!("{flag}: must be at least 1"))
-}
-
-/// Reads `500ms`, `2s`, `1m`, `1h 30m`. Zero is refused: every timeout here must be able
-/// to fire.
-fn duration(flag: &str, s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if d.is_zero() => Err(format!("{flag}: '{s}' must be longer than zero")),
-        Ok(d) => Ok(d),
-        Err(_) => Err(format!(
-            "{flag}: '{s}' is not a duration (examples: 500ms, 2s, 1m)"
-        )),
-    }
-}
-
-/// `host:port`, resolved once at startup (the first address wins).
-fn resolve(s: &str) -> Result<SocketAddr, String> {
-    let mut addrs = s
-        .to_socket_addrs()
-        .map_err(|_| format!("'{s}' is not host:port"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("'{s}' resolves to no address"))
-}
-
-/// `host:port` or `http://host:port`, optionally followed by `,weight=N`.
-fn parse_backend(s: &str) -> Result<BackendSpec, String> {
-    let mut parts = s.split(',');
-    let addr = parts.next().unwrap_or_default();
-    let addr = addr.strip_prefix("http://").unwrap_or(addr);
-    let addr = addr.strip_suffix('/').unwrap_or(addr);
-    if addr.contains("://") || addr.contains('/') {
-        return Err(format!("'{s}' is not host:port or http://host:port"));
-    }
-    let addr = resolve(addr)?;
-    let mut weight = NonZeroU32::MIN;
-    let mut backup = false;
-    for option in parts {
-        match option.split_once('=') {
-            None if option == "backup" => backup = true,
-            Some(("weight", n)) => {
-                weight = n
-                    .parse::<NonZeroU32>()
-                    .ok()
-                    .filter(|w| w.get() <= 1000)
-                    .ok_or_else(|| {
-                        format!("'{s}': weight must be a whole number from 1 to 1000")
-                    })?;
-            }
-            _ => {
-                return Err(format!(
-                    "'{s}': unknown option '{option}' (known: weight=N, backup)"
-                ));
-            }
-        }
-    }
-    Ok(BackendSpec {
-        addr,
-        weight,
-        backup,
-    })
-}
-
-/// `512`, `64k`, `10MiB`, `1G`: bytes, with 1024-based units.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("'{s}' is not a size (examples: 512k, 10MiB, 1G)");
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..digits].parse().map_err(|_| bad())?;
-    let shift = match s[digits..].trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(1 << shift).ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -517,19 +321,6 @@ mod tests {
         assert_eq!(c.connect_timeout, Duration::from_secs(3));
         assert_eq!(c.timeout, Duration::from_secs(60));
         assert_eq!(c.max_body, None);
-    }
-
-    #[test]
-    fn backend_forms() {
-        let b = parse_backend("http://127.0.0.1:9000/,weight=5").unwrap();
-        assert_eq!(b.addr, "127.0.0.1:9000".parse().unwrap());
-        assert_eq!(b.weight.get(), 5);
-        assert!(parse_backend("127.0.0.1").is_err());
-        assert!(parse_backend("https://127.0.0.1:9000").is_err());
-        assert!(parse_backend("127.0.0.1:9000,weight=0").is_err());
-        assert!(parse_backend("127.0.0.1:9000,wieght=2").is_err());
-        assert!(parse_backend("127.0.0.1:9000,backup").unwrap().backup);
-        assert!(!b.backup);
     }
 
     #[test]
@@ -567,110 +358,20 @@ mod tests {
             (&["--retry-buffer", "lots"], "--retry-buffer: 'lots'"),
             (&["--slow-start", "0s"], "--slow-start: '0s'"),
         ] {
-            let err = Config::from_args(args).unwrap_err();
+            let err = Config::from_args(args).unwrap_err().to_string();
             assert!(err.starts_with(flag), "{args:?}: {err}");
         }
     }
 
     #[test]
-    fn durations_and_sizes() {
-        assert_eq!(
-            duration("--x", "500ms").unwrap(),
-            Duration::from_millis(500)
-        );
-        assert_eq!(duration("--x", "1m").unwrap(), Duration::from_secs(60));
-        assert!(duration("--x", "5x").unwrap_err().contains("--x: '5x'"));
-        assert!(duration("--x", "0s").is_err());
-        assert_eq!(parse_size("512").unwrap(), 512);
-        assert_eq!(parse_size("1k").unwrap(), 1024);
-        assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
-        assert!(parse_size("ten").is_err());
-        assert!(parse_size("99999999999999G").is_err());
-    }
-
-    #[test]
     fn errors_name_the_flag() {
-        let err = Config::from_args(&["--workers", "0"]).unwrap_err();
+        let err = Config::from_args(&["--workers", "0"])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("--workers"), "{err}");
-        let err = Config::from_args(&["--strategy", "nope"]).unwrap_err();
+        let err = Config::from_args(&["--strategy", "nope"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'nope'"), "{err}");
-    }
-
-    #[test]
-    fn every_strategy_is_known_by_its_name() {
-        for name in STRATEGIES {
-            let c = Config::from_args(&["--strategy", name]).unwrap();
-            assert_eq!(c.strategy.name(), name);
-        }
-        assert_eq!(
-            Config::from_args(&[]).unwrap().strategy,
-            Strategy::RoundRobin
-        );
-    }
-
-    #[test]
-    fn hash_keys_and_balance_factor() {
-        let hash = |extra: &[&str]| {
-            let mut args = vec!["--strategy", "hash"];
-            args.extend_from_slice(extra);
-            Config::from_args(&args).map(|c| c.strategy)
-        };
-        assert_eq!(
-            hash(&[]),
-            Ok(Strategy::Hash {
-                key: HashKey::Ip,
-                balance_factor: None
-            })
-        );
-        assert_eq!(
-            hash(&[
-                "--hash-key",
-                "header:X-User",
-                "--hash-balance-factor",
-                "1.25"
-            ]),
-            Ok(Strategy::Hash {
-                key: HashKey::Header(HeaderName::from_static("x-user")),
-                balance_factor: Some(1.25)
-            })
-        );
-        assert!(matches!(
-            hash(&["--hash-key", "cookie:sid"]),
-            Ok(Strategy::Hash { key: HashKey::Cookie(c), .. }) if c == "sid"
-        ));
-        assert!(matches!(
-            hash(&["--hash-key", "path"]),
-            Ok(Strategy::Hash {
-                key: HashKey::Path,
-                ..
-            })
-        ));
-        for bad in [
-            "header:",
-            "header:a b",
-            "cookie:",
-            "cookie:a;b",
-            "url",
-            "ip:x",
-        ] {
-            let err = hash(&["--hash-key", bad]).unwrap_err();
-            assert!(err.starts_with("--hash-key: '"), "{err}");
-        }
-        for bad in ["0.5", "-1", "NaN", "inf", "lots"] {
-            let err = hash(&["--hash-balance-factor", bad]).unwrap_err();
-            assert!(err.starts_with("--hash-balance-factor: '"), "{err}");
-        }
-    }
-
-    #[test]
-    fn hash_flags_need_the_hash_strategy() {
-        let err = Config::from_args(&["--hash-key", "path"]).unwrap_err();
-        assert!(
-            err.starts_with("--hash-key: only with --strategy hash"),
-            "{err}"
-        );
-        let err = Config::from_args(&["--strategy", "ip-hash", "--hash-balance-factor", "2"])
-            .unwrap_err();
-        assert!(err.starts_with("--hash-balance-factor:"), "{err}");
     }
 }

@@ -21,7 +21,7 @@ use toml::Spanned;
 use toml::de::{DeTable, Deserializer};
 
 use crate::cli::{self, Args};
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Weight};
 
 /// Declares the file's top-level keys, one line per flag: `key: Value` for a flag that
 /// takes a value, `key: Switch` for one that is on or off. Adding a flag to `cli.rs`
@@ -202,7 +202,7 @@ impl Source {
         let Some(path) = &self.file else {
             let cli: Vec<&str> = self.cli.iter().map(String::as_str).collect();
             let args = cli::parse(&cli).map_err(|exit| vec![exit.text])?;
-            return Config::from_cli(args).map_err(|e| vec![e]);
+            return Config::from_cli(args).map_err(|e| vec![e.to_string()]);
         };
         let text = std::fs::read_to_string(path)
             .map_err(|err| vec![format!("--config: cannot read '{}': {err}", path.display())])?;
@@ -319,22 +319,19 @@ fn load(name: &str, text: &str, cli: &[String]) -> Result<Config, Vec<String>> {
                 continue;
             }
             let value = table.as_flag();
-            // The weight's line when the weight is what is wrong.
-            let line = |err: &str| match &table.weight {
-                Some(w) if err.contains("weight") => problems.line(w.span()),
+            // The weight's line when the weight breaks the weight rule.
+            let line = match &table.weight {
+                Some(w) if Weight::new(*w.get_ref()).is_none() => problems.line(w.span()),
                 _ => problems.line(table.address.span()),
             };
             match Config::from_args(&["--backend", &value]) {
                 Ok(_) => from_file.push(FileFlag {
                     flag: "--backend".into(),
                     key: "backend",
-                    line: line(""),
+                    line,
                     args: vec!["--backend".into(), value],
                 }),
-                Err(err) => {
-                    let line = line(&err);
-                    problems.at(line, rename(&err, "--backend", "backend"));
-                }
+                Err(err) => problems.at(line, as_key(&err, "backend")),
             }
         }
     }
@@ -354,17 +351,18 @@ fn load(name: &str, text: &str, cli: &[String]) -> Result<Config, Vec<String>> {
                 Ok(_) => return Err(problems.in_order()),
                 Err(err) => err,
             },
-            Err(exit) => exit.text,
+            Err(exit) => ConfigError::from(exit),
         };
-        let culprit =
-            blamed_flag(&err).and_then(|flag| from_file.iter().position(|f| f.flag == flag));
+        let culprit = err
+            .flag()
+            .and_then(|flag| from_file.iter().position(|f| f.flag == flag));
         match culprit {
             Some(i) => {
                 let f = from_file.remove(i);
-                problems.at(f.line, rename(&err, &f.flag, f.key));
+                problems.at(f.line, as_key(&err, f.key));
             }
             None => {
-                problems.list.push((0, err));
+                problems.list.push((0, err.to_string()));
                 return Err(problems.in_order());
             }
         }
@@ -415,25 +413,9 @@ fn typed_flags(cli: &[&str]) -> HashSet<String> {
         .unwrap_or_default()
 }
 
-/// The first `--flag` a message names: whom `config.rs` or argh blames.
-fn blamed_flag(message: &str) -> Option<&str> {
-    let start = message.find("--")?;
-    let rest = &message[start..];
-    let end = rest[2..]
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-        .map_or(rest.len(), |i| i + 2);
-    Some(&rest[..end])
-}
-
-/// `--connect-timeout: 'x' is not a duration` as the file says it: `connect_timeout: ...`.
-fn rename(message: &str, flag: &str, key: &str) -> String {
-    match message
-        .strip_prefix(flag)
-        .and_then(|m| m.strip_prefix(": "))
-    {
-        Some(rest) => format!("{key}: {rest}"),
-        None => format!("{key}: {message}"),
-    }
+/// A flag's problem as the file says it: `connect_timeout: 'x' is not a duration`.
+fn as_key(err: &ConfigError, key: &str) -> String {
+    format!("{key}: {}", err.message())
 }
 
 #[cfg(test)]
@@ -554,6 +536,22 @@ address = "127.0.0.1:9002,weight=2"
     }
 
     #[test]
+    fn a_backend_problem_is_on_the_line_of_the_key_at_fault() {
+        let text = "[[backend]]\naddress = \"https://127.0.0.1:9000\"\nweight = 2\n\n\
+                    [[backend]]\naddress = \"127.0.0.1:9001\"\nweight = 1001\n";
+        let problems = load_str(text, &[]).unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "rh.toml:2: backend: 'https://127.0.0.1:9000,weight=2' is not host:port or \
+                 http://host:port",
+                "rh.toml:7: backend: '127.0.0.1:9001,weight=1001': weight must be a whole \
+                 number from 1 to 1000",
+            ]
+        );
+    }
+
+    #[test]
     fn syntax_errors_have_their_lines() {
         let problems = load_str("listen = \"127.0.0.1:1\"\nworkers = = 4\n", &[]).unwrap_err();
         assert!(problems[0].starts_with("rh.toml:2: "), "{problems:?}");
@@ -570,18 +568,5 @@ address = "127.0.0.1:9002,weight=2"
     fn a_typed_flags_problem_is_said_plainly() {
         let problems = load_str("workers = 2\n", &["--queue", "0"]).unwrap_err();
         assert_eq!(problems, ["--queue: must be at least 1"]);
-    }
-
-    #[test]
-    fn the_blamed_flag_is_the_first_named() {
-        assert_eq!(
-            blamed_flag("--hash-key: only with --strategy hash"),
-            Some("--hash-key")
-        );
-        assert_eq!(
-            blamed_flag("Error parsing option '--workers' with value 'x'"),
-            Some("--workers")
-        );
-        assert_eq!(blamed_flag("no flag here"), None);
     }
 }

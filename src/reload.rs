@@ -12,13 +12,12 @@
 //! are serialised by one mutex, which the request path never takes.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 
 use crate::balancer::{Backend, Balancer};
-use crate::config::{Config, Strategy};
+use crate::config::{Config, WEIGHT_RULE, Weight};
 use crate::upstream::Settings;
 
 /// Swaps the balancer; cheap to clone.
@@ -117,9 +116,8 @@ impl Control {
     /// work from weights fixed when the balancer is built, so this builds a new balancer
     /// from the running specs with that one weight changed, and swaps it in.
     pub fn set_weight(&self, addr: SocketAddr, weight: u32) -> Result<(), String> {
-        let weight = NonZeroU32::new(weight)
-            .filter(|w| w.get() <= 1000)
-            .ok_or_else(|| format!("weight {weight} is not a whole number from 1 to 1000"))?;
+        let weight =
+            Weight::new(weight).ok_or_else(|| format!("weight {weight} is not {WEIGHT_RULE}"))?;
         let mut running = self.running();
         let mut found = false;
         for spec in running.backends.iter_mut().filter(|s| s.addr == addr) {
@@ -164,42 +162,61 @@ fn build(config: &Config, previous: &[Backend]) -> Balancer {
     .with_failover(config.health.slow_start, config.health.all_down)
 }
 
-/// The fields of `new` that differ from `running` and that a reload does not apply.
-/// Compared by their debug text, so that a setting added to `Config` later is covered
-/// without a line here.
+/// The fields of `new` that differ from `running` and that a reload does not apply, in
+/// the order `Config` declares them. Every field is named here, without `..`: a field
+/// added to `Config` does not compile until someone decides whether a reload applies it.
 fn need_restart(running: &Config, new: &Config) -> Vec<String> {
-    let fields = |config: &Config| {
-        let mut config = config.clone();
-        // What a reload applies, and what only says where the config came from.
-        config.backends.clear();
-        config.default_backends = false;
-        config.strategy = Strategy::RoundRobin;
-        config.config_file = None;
-        top_level_fields(&format!("{config:#?}"))
-    };
-    let (old, new) = (fields(running), fields(new));
-    new.iter()
-        .filter(|field| !old.contains(field))
-        .map(|(name, _)| name.clone())
+    let Config {
+        listen,
+        // What a reload applies...
+        backends: _,
+        default_backends: _,
+        strategy: _,
+        workers,
+        queue,
+        max_connections,
+        connect_timeout,
+        timeout,
+        client_timeout,
+        idle_timeout,
+        max_body,
+        log,
+        admin,
+        trace_header,
+        health,
+        retry,
+        grace,
+        // ...and what only says where the configuration came from.
+        config_file: _,
+    } = new;
+    let differs = [
+        ("listen", *listen != running.listen),
+        ("workers", *workers != running.workers),
+        ("queue", *queue != running.queue),
+        (
+            "max_connections",
+            *max_connections != running.max_connections,
+        ),
+        (
+            "connect_timeout",
+            *connect_timeout != running.connect_timeout,
+        ),
+        ("timeout", *timeout != running.timeout),
+        ("client_timeout", *client_timeout != running.client_timeout),
+        ("idle_timeout", *idle_timeout != running.idle_timeout),
+        ("max_body", *max_body != running.max_body),
+        ("log", *log != running.log),
+        ("admin", *admin != running.admin),
+        ("trace_header", *trace_header != running.trace_header),
+        ("health", *health != running.health),
+        ("retry", *retry != running.retry),
+        ("grace", *grace != running.grace),
+    ];
+    differs
+        .into_iter()
+        .filter(|(_, differs)| *differs)
+        .map(|(name, _)| name.to_owned())
         .collect()
-}
-
-/// Splits a struct's pretty debug text into (field name, text) pairs: a field starts on
-/// a line indented by exactly four spaces.
-fn top_level_fields(debug: &str) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for line in debug.lines() {
-        let starts_field = line.starts_with("    ") && !line.starts_with("     ");
-        match (starts_field, line[4.min(line.len())..].split_once(':')) {
-            (true, Some((name, _))) => fields.push((name.to_owned(), line.to_owned())),
-            _ => {
-                if let Some((_, text)) = fields.last_mut() {
-                    text.push_str(line);
-                }
-            }
-        }
-    }
-    fields
 }
 
 #[cfg(test)]
@@ -324,5 +341,27 @@ mod tests {
         // What needs a restart is left as it runs.
         assert_eq!(control.config().workers.get(), 2);
         assert_eq!(control.current().strategy_name(), "random");
+    }
+
+    #[test]
+    fn workers_need_a_restart_and_backends_do_not() {
+        let running = config(&["--backend", "127.0.0.1:9001"]);
+        let more_workers = config(&["--backend", "127.0.0.1:9001", "--workers", "3"]);
+        assert_eq!(need_restart(&running, &more_workers), ["workers"]);
+        let other_backends = config(&[
+            "--backend",
+            "127.0.0.1:9002,weight=4",
+            "--backend",
+            "127.0.0.1:9003,backup",
+            "--strategy",
+            "hash",
+        ]);
+        assert_eq!(
+            need_restart(&running, &other_backends),
+            Vec::<String>::new()
+        );
+        assert_eq!(need_restart(&running, &running), Vec::<String>::new());
+        let health = config(&["--backend", "127.0.0.1:9001", "--max-fails", "0"]);
+        assert_eq!(need_restart(&running, &health), ["health"]);
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::balancer::{Backend, Balancer, Candidates};
+use crate::config::StrategyKind;
 use crate::error::ProxyError;
 use crate::metrics;
 
@@ -60,7 +61,7 @@ impl<'p> Attempts<'p> {
             }
             let sep = if shown == 0 { " " } else { ", " };
             let _ = write!(notes, "{sep}{}", backend.upstream.addr());
-            score(notes, strategy, backend);
+            score(notes, StrategyKind::from_name(strategy), backend);
             shown += 1;
         }
         if shown == 0 {
@@ -130,15 +131,15 @@ impl<'p> Attempts<'p> {
 
 /// The score `strategy` compares, after the backend's address; lower wins where a
 /// score is compared at all.
-fn score(out: &mut String, strategy: &str, b: &Backend) {
+fn score(out: &mut String, strategy: Option<StrategyKind>, b: &Backend) {
     let (in_flight, weight) = (b.in_flight(), b.weight);
     let _ = match strategy {
-        "least-conn" | "p2c" => write!(
+        Some(StrategyKind::LeastConn | StrategyKind::PowerOfTwo) => write!(
             out,
             " load={:.3} ({in_flight} in flight / weight {weight})",
             in_flight as f64 / f64::from(weight)
         ),
-        "least-time" => {
+        Some(StrategyKind::LeastTime) => {
             let latency = b.latency_micros() / 1000.0;
             write!(
                 out,
@@ -148,7 +149,13 @@ fn score(out: &mut String, strategy: &str, b: &Backend) {
         }
         // Round robin and random go by weight alone; the hashes by ring order, which is
         // the order listed.
-        _ => write!(out, " weight={weight}"),
+        Some(
+            StrategyKind::RoundRobin
+            | StrategyKind::Random
+            | StrategyKind::IpHash
+            | StrategyKind::Hash,
+        )
+        | None => write!(out, " weight={weight}"),
     };
 }
 
