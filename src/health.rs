@@ -17,7 +17,6 @@
 //! own locals, never shared.
 
 use std::ops::Deref;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderMap, header};
 
 use crate::balancer::{Backend, Balancer};
+use crate::clock::now_ms;
 use crate::config::{Checks, HealthConfig};
 
 /// The longest any ejection lasts, however often the backend failed (Envoy's default
@@ -32,29 +32,12 @@ use crate::config::{Checks, HealthConfig};
 /// a day off by mistake is tried again after five minutes.
 pub const MAX_EJECTION: Duration = Duration::from_secs(300);
 
-/// Milliseconds since the first call in this process: the clock of every deadline in
-/// `Standing`. Never 0 after the first millisecond, so 0 can mean "none".
-pub fn now_ms() -> u64 {
-    ms_at(Instant::now())
-}
-
-/// `now_ms` for an instant already taken (the request's start), without another clock
-/// read.
-pub fn ms_at(t: Instant) -> u64 {
-    t.saturating_duration_since(*epoch()).as_millis() as u64 + 1
-}
-
-fn epoch() -> &'static Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now)
-}
-
 /// One backend's health as the request path sees it, plus the passive-ejection counts.
 /// Every field is written only by this file; `balancer/` reads it through `is_out` and
 /// `ramp_from`.
 #[derive(Default)]
 pub struct Standing {
-    /// Until when (`now_ms`) the backend takes no new requests: a passive ejection or a
+    /// Until when (`clock::now_ms`) the backend takes no new requests: a passive ejection or a
     /// `Retry-After`. 0: it is in.
     out_until: AtomicU64,
     /// When the backend last came back (a flip up, or the end of its time out): where

@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
+use crate::clock;
 use crate::config::{AllDown, BackendSpec, Strategy};
-use crate::health::{self, Standing};
+use crate::health::Standing;
 use crate::metrics::Stats;
 use crate::upstream::{Settings, Upstream};
 
@@ -195,7 +196,7 @@ impl Backend {
 
     /// The latency estimate at this moment, in microseconds (0 before any answer).
     pub fn latency_micros(&self) -> f64 {
-        self.load.latency.cost(latency::now_millis())
+        self.load.latency.cost(clock::now_ms())
     }
 
     /// Counts one request against this backend until the guard is dropped.
@@ -216,7 +217,7 @@ impl InFlight<'_> {
         self.0
             .load
             .latency
-            .observe(time_to_head.as_secs_f64() * 1e6, latency::now_millis());
+            .observe(time_to_head.as_secs_f64() * 1e6, clock::now_ms());
     }
 }
 
@@ -350,7 +351,7 @@ impl Balancer {
             Picker::Random(s) => (s.pick(backends, below), Rest::Wrap(1)),
             Picker::LeastConn(s) => (s.pick(backends), Rest::Wrap(1)),
             Picker::PowerOfTwo(s) => (s.pick(backends, below), Rest::Wrap(1)),
-            Picker::LeastTime(s) => (s.pick(backends, latency::now_millis()), Rest::Wrap(1)),
+            Picker::LeastTime(s) => (s.pick(backends, clock::now_ms()), Rest::Wrap(1)),
             Picker::Hash(s) => match s.pick(backends, ctx) {
                 Some((first, walk)) => (Some(first), Rest::Ring(walk)),
                 None => (None, Rest::Wrap(1)),
@@ -392,7 +393,7 @@ impl Balancer {
         let Some(from) = backend.standing().ramp_from() else {
             return true;
         };
-        let elapsed = health::now_ms().saturating_sub(from);
+        let elapsed = clock::now_ms().saturating_sub(from);
         if elapsed >= self.slow_start {
             backend.standing().ramp_done(from);
             return true;
@@ -738,13 +739,13 @@ mod tests {
         let first = |b: &Balancer| index(b, b.candidates(&context(&headers, "/")).next().unwrap());
         balancer.backends()[0]
             .standing()
-            .start_ramp(health::now_ms());
+            .start_ramp(clock::now_ms());
         let to_0 = (0..2000).filter(|_| first(&balancer) == 0).count();
         // Half the turns are its own, a tenth of those taken: about 100.
         assert!((40..=200).contains(&to_0), "{to_0}");
         // The ramp is over: its full share again.
         let balancer = balancer.with_failover(Some(Duration::from_millis(1)), AllDown::Unavailable);
-        while health::now_ms() < 5 {}
+        while clock::now_ms() < 5 {}
         balancer.backends()[0].standing().start_ramp(1);
         let to_0 = (0..2000).filter(|_| first(&balancer) == 0).count();
         assert_eq!(to_0, 1000);
