@@ -240,7 +240,7 @@ impl Health {
             s.fails.store(0, Ordering::Relaxed);
             s.window_start.store(now, Ordering::Relaxed);
             s.hold(now + length);
-            crate::metrics::ejection(backend);
+            backend.stats().record_ejection();
             eprintln!(
                 "roundhouse: {} failed {} times within {}; ejected for {} (ejection {} in a row)",
                 backend.upstream.addr(),
