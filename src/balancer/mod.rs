@@ -12,6 +12,7 @@ mod least_time;
 mod p2c;
 mod random;
 mod round_robin;
+mod standing;
 
 use std::net::IpAddr;
 use std::ops::Deref;
@@ -23,7 +24,6 @@ use http::HeaderMap;
 
 use crate::clock;
 use crate::config::{AllDown, BackendSpec, Strategy};
-use crate::health::Standing;
 use crate::metrics::Stats;
 use crate::upstream::{Settings, Upstream};
 
@@ -34,6 +34,7 @@ use least_time::LeastTime;
 use p2c::PowerOfTwo;
 use random::{Random, WeightedDraw};
 pub use round_robin::RoundRobin;
+pub use standing::Standing;
 
 /// One backend: where it is, its weight, and the live state the strategies read.
 ///
@@ -142,7 +143,7 @@ impl Backend {
             && !self.load.standing.is_out()
     }
 
-    /// Ejections, pauses and slow start, as health.rs keeps them.
+    /// Ejections, pauses and slow start, as health.rs keeps them (see standing.rs).
     pub fn standing(&self) -> &Standing {
         &self.load.standing
     }
@@ -390,15 +391,10 @@ impl Balancer {
     /// it ramps up, with a chance growing linearly from 10 % to 100 % over
     /// `--slow-start`, so its share of requests grows the same way.
     fn ramped_up(&self, backend: &Backend) -> bool {
-        let Some(from) = backend.standing().ramp_from() else {
-            return true;
-        };
-        let elapsed = clock::now_ms().saturating_sub(from);
-        if elapsed >= self.slow_start {
-            backend.standing().ramp_done(from);
-            return true;
+        match backend.standing().ramp_share(self.slow_start) {
+            Some(share) => fastrand::f64() < share,
+            None => true,
         }
-        fastrand::f64() < (elapsed as f64 / self.slow_start as f64).max(0.1)
     }
 
     /// Logs the end of failing open, once: some backend is up again. One relaxed load
