@@ -13,9 +13,9 @@
 //!   429 takes it out for that long too (`Health::answered`).
 //!
 //! What the request path reads is each backend's `Standing` (balancer/standing.rs) and
-//! whether it is healthy: atomics only, written only from this file, through methods
-//! named for what happened (`Standing::eject`, `Standing::hold`...). This file decides;
-//! those only store. The probe streaks are the health thread's own locals, never
+//! its healthy mark (balancer/backend.rs): atomics only, written only from this file,
+//! through methods named for what happened (`Standing::eject`, `Marks::mark_down`...).
+//! This file decides; those only store. The probe streaks are the health thread's own locals, never
 //! shared. This file uses `balancer`; `balancer` never uses this file.
 
 use std::ops::Deref;
@@ -243,7 +243,7 @@ fn observe(
         streak.failed = 0;
         streak.passed_since += 1;
         if !backend.is_healthy() && streak.passed >= checks.rise.get() {
-            backend.set_healthy(true);
+            backend.marks().mark_up();
             s.start_ramp(now);
             eprintln!(
                 "roundhouse: {addr} is up ({} health checks passed)",
@@ -258,7 +258,7 @@ fn observe(
         streak.passed = 0;
         streak.passed_since = 0;
         if backend.is_healthy() && streak.failed >= checks.fall.get() {
-            backend.set_healthy(false);
+            backend.marks().mark_down();
             eprintln!(
                 "roundhouse: {addr} is down ({} health checks failed)",
                 streak.failed

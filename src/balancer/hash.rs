@@ -413,10 +413,10 @@ mod tests {
         let c = ctx(&headers, "/k");
         let (first, walk) = hash.pick(&set, &c).unwrap();
         let second = walk.clone().nth(1).unwrap();
-        set[first].set_healthy(false);
+        set[first].marks().mark_down();
         assert_eq!(hash.pick(&set, &c).unwrap().0, second);
         for b in &set {
-            b.set_drained(true);
+            b.marks().drain();
         }
         assert!(hash.pick(&set, &c).is_none());
     }

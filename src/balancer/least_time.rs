@@ -39,7 +39,7 @@ impl LeastTime {
 
 /// The expected wait at `backend`, per unit of weight.
 fn cost(backend: &Backend, now: u64) -> f64 {
-    let latency = backend.load.latency.cost(now);
+    let latency = backend.latency().cost(now);
     let in_flight = backend.in_flight() as f64;
     let wait = if latency == 0.0 && in_flight > 0.0 {
         UNKNOWN_BUSY * in_flight
@@ -55,7 +55,7 @@ mod tests {
     use super::*;
 
     fn observe(b: &Backend, micros: f64, now: u64) {
-        b.load.latency.observe(micros, now);
+        b.latency().observe(micros, now);
     }
 
     #[test]

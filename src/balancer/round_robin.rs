@@ -112,12 +112,12 @@ mod tests {
     #[test]
     fn unavailable_backends_are_skipped_and_the_rest_keep_their_order() {
         let set = backends(&[1, 1, 1]);
-        set[1].set_healthy(false);
+        set[1].marks().mark_down();
         let rr = RoundRobin::new(&[1, 1, 1]);
         let picks: Vec<_> = (0..6).map(|_| rr.pick(&set).unwrap()).collect();
         assert_eq!(picks, [0, 2, 0, 2, 0, 2]);
-        set[0].set_drained(true);
-        set[2].set_healthy(false);
+        set[0].marks().drain();
+        set[2].marks().mark_down();
         assert_eq!(rr.pick(&set), None);
     }
 }
