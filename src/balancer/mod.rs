@@ -380,6 +380,16 @@ fn lighter(load_a: u64, weight_a: u32, load_b: u64, weight_b: u32) -> bool {
     u128::from(load_a) * u128::from(weight_b) < u128::from(load_b) * u128::from(weight_a)
 }
 
+/// The greatest common divisor of `weights` (1 when there is none): round robin and
+/// the hash ring divide the weights by it first, so that 2:2 behaves like 1:1 with a
+/// shorter schedule or a smaller ring.
+fn common_divisor(weights: &[u32]) -> u32 {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    weights.iter().copied().fold(0, gcd).max(1)
+}
+
 /// Backends for the strategies' unit tests: addresses nobody connects to.
 #[cfg(test)]
 pub(crate) mod testing {
