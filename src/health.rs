@@ -15,8 +15,8 @@
 //! What the request path reads is each backend's `Standing` (balancer/standing.rs) and
 //! its healthy mark (balancer/backend.rs): atomics only, written only from this file,
 //! through methods named for what happened (`Standing::eject`, `Marks::mark_down`...).
-//! This file decides; those only store. The probe streaks are the health thread's own locals, never
-//! shared. This file uses `balancer`; `balancer` never uses this file.
+//! This file decides; those only store. The probe streaks are the health thread's own
+//! locals, never shared. This file uses `balancer`; `balancer` never uses this file.
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
