@@ -319,12 +319,9 @@ impl Admin {
             return Answer::text(404, format!("no backend {addr}"));
         };
         match action {
-            "drain" => backend.set_drained(true),
-            "disable" => backend.set_disabled(true),
-            "enable" => {
-                backend.set_drained(false);
-                backend.set_disabled(false);
-            }
+            "drain" => backend.marks().drain(),
+            "disable" => backend.marks().disable(),
+            "enable" => backend.marks().enable(),
             _ => {
                 let Some(weight) = Weight::parse(body.trim()) else {
                     return Answer::text(

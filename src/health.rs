@@ -12,130 +12,27 @@
 //!   backends at once (Envoy's outlier detection). A backend's `Retry-After` on a 503 or
 //!   429 takes it out for that long too (`Health::answered`).
 //!
-//! What the request path reads is `Standing`, one per backend inside `balancer::Backend`:
-//! atomics only, written only from this file. The probe streaks are the health thread's
-//! own locals, never shared.
+//! What the request path reads is each backend's `Standing` (balancer/standing.rs) and
+//! its healthy mark (balancer/backend.rs): atomics only, written only from this file,
+//! through methods named for what happened (`Standing::eject`, `Marks::mark_down`...).
+//! This file decides; those only store. The probe streaks are the health thread's own
+//! locals, never shared. This file uses `balancer`; `balancer` never uses this file.
 
 use std::ops::Deref;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, header};
 
 use crate::balancer::{Backend, Balancer};
+use crate::clock::now_ms;
 use crate::config::{Checks, HealthConfig};
 
 /// The longest any ejection lasts, however often the backend failed (Envoy's default
 /// `max_ejection_time`), and the longest `Retry-After` honoured: a backend that asks for
 /// a day off by mistake is tried again after five minutes.
 pub const MAX_EJECTION: Duration = Duration::from_secs(300);
-
-/// Milliseconds since the first call in this process: the clock of every deadline in
-/// `Standing`. Never 0 after the first millisecond, so 0 can mean "none".
-pub fn now_ms() -> u64 {
-    ms_at(Instant::now())
-}
-
-/// `now_ms` for an instant already taken (the request's start), without another clock
-/// read.
-pub fn ms_at(t: Instant) -> u64 {
-    t.saturating_duration_since(*epoch()).as_millis() as u64 + 1
-}
-
-fn epoch() -> &'static Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now)
-}
-
-/// One backend's health as the request path sees it, plus the passive-ejection counts.
-/// Every field is written only by this file; `balancer/` reads it through `is_out` and
-/// `ramp_from`.
-#[derive(Default)]
-pub struct Standing {
-    /// Until when (`now_ms`) the backend takes no new requests: a passive ejection or a
-    /// `Retry-After`. 0: it is in.
-    out_until: AtomicU64,
-    /// When the backend last came back (a flip up, or the end of its time out): where
-    /// slow start ramps from. 0: at full weight.
-    ramp_from: AtomicU64,
-    /// Start of the current failure window, and the failures counted in it.
-    window_start: AtomicU64,
-    fails: AtomicU32,
-    /// End of the current (or last) passive ejection; the half-of-the-backends rule counts
-    /// these, not `Retry-After` holds.
-    ejected_until: AtomicU64,
-    /// Passive ejections in a row, each twice as long as the one before; back to 0 once
-    /// the backend stays in for as long as it was last out.
-    ejections: AtomicU32,
-    /// How long the last passive ejection was, in milliseconds.
-    last_ejection: AtomicU64,
-}
-
-impl Standing {
-    /// True while the backend is ejected or asked for a pause. Reads the clock only
-    /// while a deadline is set.
-    pub fn is_out(&self) -> bool {
-        // Relaxed: a deadline only needs to be seen soon, and guards no other memory.
-        let until = self.out_until.load(Ordering::Relaxed);
-        if until == 0 {
-            return false;
-        }
-        if now_ms() < until {
-            return true;
-        }
-        // Time is up: clear it so that later reads skip the clock. A new deadline set in
-        // between wins (the exchange fails).
-        let _ = self
-            .out_until
-            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
-        false
-    }
-
-    /// When the backend came back, for slow start; `None` when it runs at full weight.
-    /// The balancer calls `ramp_done` with this value once the ramp is over.
-    pub fn ramp_from(&self) -> Option<u64> {
-        // Relaxed: see is_out.
-        match self.ramp_from.load(Ordering::Relaxed) {
-            0 => None,
-            from => Some(from),
-        }
-    }
-
-    /// Ends a finished ramp, unless a new one started meanwhile.
-    pub fn ramp_done(&self, from: u64) {
-        let _ = self
-            .ramp_from
-            .compare_exchange(from, 0, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    /// Passive ejections in a row (0 when the backend has not been ejected lately).
-    pub fn ejections(&self) -> u32 {
-        self.ejections.load(Ordering::Relaxed)
-    }
-
-    /// How long the last passive ejection was; `None` if there was none.
-    pub fn last_ejection(&self) -> Option<Duration> {
-        match self.last_ejection.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
-    }
-
-    /// Whether a passive ejection is running at `now`.
-    fn ejected_at(&self, now: u64) -> bool {
-        now < self.ejected_until.load(Ordering::Relaxed)
-    }
-
-    /// Takes the backend out until `until` (or longer, if it was already out longer).
-    fn hold(&self, until: u64) {
-        // Relaxed everywhere below: each field is self-contained; the request path only
-        // needs to see the deadline soon, and fetch_max keeps the later of two.
-        self.out_until.fetch_max(until, Ordering::Relaxed);
-        self.ramp_from.fetch_max(until, Ordering::Relaxed);
-    }
-}
 
 /// The health policy, shared by the request path (`failed`, `answered`) and the health
 /// thread (`run`).
@@ -171,22 +68,8 @@ impl Health {
         if s.ejected_at(now) {
             return;
         }
-        // Relaxed throughout: approximate counts are fine (a failure counted in the
-        // wrong window at the edge changes nothing that matters), and no other memory
-        // hangs on them.
         let window = self.config.fail_window.as_millis() as u64;
-        let start = s.window_start.load(Ordering::Relaxed);
-        let fails = if now.saturating_sub(start) > window
-            && s.window_start
-                .compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            s.fails.store(1, Ordering::Relaxed);
-            1
-        } else {
-            s.fails.fetch_add(1, Ordering::Relaxed) + 1
-        };
-        if fails >= max_fails.get() {
+        if s.count_failure(now, window) >= max_fails.get() {
             self.eject(all, backend, now);
         }
     }
@@ -239,25 +122,19 @@ impl Health {
         let out = all.iter().filter(|b| b.standing().ejected_at(now)).count();
         if !s.ejected_at(now) && (out + 1) * 2 <= all.len() {
             let base = self.config.eject_time.as_millis() as u64;
-            let last_until = s.ejected_until.load(Ordering::Relaxed);
-            let last = s.last_ejection.load(Ordering::Relaxed);
+            let last = s.last_ejection().map_or(0, |d| d.as_millis() as u64);
             // In for at least as long as it was last out: start again from the base time.
-            let in_a_row = if now.saturating_sub(last_until) > last.max(base) {
+            let in_a_row = if now.saturating_sub(s.ejected_until()) > last.max(base) {
                 0
             } else {
-                s.ejections.load(Ordering::Relaxed)
+                s.ejections()
             };
             let length = base
                 .saturating_mul(1 << in_a_row.min(20))
                 .min(MAX_EJECTION.as_millis() as u64)
                 .max(1);
-            s.ejected_until.store(now + length, Ordering::Relaxed);
-            s.last_ejection.store(length, Ordering::Relaxed);
-            s.ejections.store(in_a_row + 1, Ordering::Relaxed);
-            s.fails.store(0, Ordering::Relaxed);
-            s.window_start.store(now, Ordering::Relaxed);
-            s.hold(now + length);
-            crate::metrics::ejection(backend);
+            s.eject(now, length, in_a_row + 1);
+            backend.stats().record_ejection();
             eprintln!(
                 "roundhouse: {} failed {} times within {}; ejected for {} (ejection {} in a row)",
                 backend.upstream.addr(),
@@ -274,17 +151,9 @@ impl Health {
     /// witness that a backend which had died is back. A `Retry-After` pause is the
     /// backend's own word and is kept.
     fn end_ejection(&self, backend: &Backend, now: u64) {
-        let s = backend.standing();
-        let until = s.ejected_until.load(Ordering::Relaxed);
-        if now >= until {
+        if !backend.standing().end_ejection(now) {
             return;
         }
-        s.ejected_until.store(now, Ordering::Relaxed);
-        // Only if no longer pause was asked for meanwhile.
-        let _ = s
-            .out_until
-            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
-        s.ramp_from.store(now, Ordering::Relaxed);
         eprintln!(
             "roundhouse: {} passes its health checks; ejection ended early",
             backend.upstream.addr()
@@ -363,7 +232,7 @@ fn observe(
     now: u64,
 ) {
     let s = backend.standing();
-    let ejection = s.ejected_until.load(Ordering::Relaxed);
+    let ejection = s.ejected_until();
     if ejection != streak.ejection_seen {
         streak.ejection_seen = ejection;
         streak.passed_since = 0;
@@ -374,8 +243,8 @@ fn observe(
         streak.failed = 0;
         streak.passed_since += 1;
         if !backend.is_healthy() && streak.passed >= checks.rise.get() {
-            backend.set_healthy(true);
-            s.ramp_from.store(now, Ordering::Relaxed);
+            backend.marks().mark_up();
+            s.start_ramp(now);
             eprintln!(
                 "roundhouse: {addr} is up ({} health checks passed)",
                 streak.passed
@@ -389,7 +258,7 @@ fn observe(
         streak.passed = 0;
         streak.passed_since = 0;
         if backend.is_healthy() && streak.failed >= checks.fall.get() {
-            backend.set_healthy(false);
+            backend.marks().mark_down();
             eprintln!(
                 "roundhouse: {addr} is down ({} health checks failed)",
                 streak.failed
@@ -413,19 +282,6 @@ pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
             .ok()?
     };
     (!pause.is_zero()).then(|| pause.min(MAX_EJECTION))
-}
-
-#[cfg(test)]
-impl Standing {
-    /// `is_out` at a given time, without clearing anything.
-    fn is_out_at(&self, now: u64) -> bool {
-        now < self.out_until.load(Ordering::Relaxed)
-    }
-
-    /// Starts a slow-start ramp at `from` (for the balancer's tests).
-    pub(crate) fn start_ramp(&self, from: u64) {
-        self.ramp_from.store(from, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub mod access_log;
 pub mod admin;
 pub mod balancer;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod config_file;
 pub mod connection;

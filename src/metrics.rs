@@ -1,14 +1,14 @@
 //! Counters and their names: what the balancer counts about the requests it serves, kept
 //! in atomics so that counting costs the request path no lock and no allocation. Each
 //! `Backend` (balancer/) carries one `Stats`; `proxy.rs` counts every finished request
-//! with `Stats::record`, and retries and ejections with `retry` and `ejection`. The admin
-//! interface (`admin.rs`) reads them and renders the Prometheus text and /status.json;
-//! the metric names and help texts live here, next to what they count.
+//! with `Stats::record`, `trace.rs` its retries with `record_retry`, and health.rs the
+//! ejections with `record_ejection`. The admin interface (`admin.rs`) reads them and
+//! renders the Prometheus text and /status.json; the metric names and help texts live
+//! here, next to what they count. A leaf: it uses nothing else in the crate, so that
+//! whatever counts can use it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use crate::balancer::Backend;
 
 /// Upper bounds of the request duration histogram's buckets, in seconds (Prometheus's
 /// default ladder with 1 ms in front: a balancer's answers are often faster than 5 ms).
@@ -27,7 +27,8 @@ const BUCKET_MICROS: [u64; 12] = [
 pub const CODE_CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// One backend's counters (or, in `Proxy`, those of requests no backend was tried for).
-/// Every field only grows; `record`, `retry` and `ejection` are its only writers.
+/// Every field only grows; `record`, `record_retry` and `record_ejection` are its only
+/// writers.
 /// Aligned like the backend's load fields, for the same reason: every request writes
 /// here, and two backends' counters must not share a cache line.
 #[repr(align(128))]
@@ -90,6 +91,21 @@ impl Stats {
         self.duration_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
+    /// Counts a retry: an attempt on this backend failed and the request is tried again.
+    /// The one hook for every place that retries (`trace::Attempts::retry`, which
+    /// `proxy::forward` calls).
+    pub fn record_retry(&self) {
+        // Relaxed: a counter.
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an ejection: this backend is taken out of rotation after failing. The one
+    /// hook for the health checker (health.rs).
+    pub fn record_ejection(&self) {
+        // Relaxed: a counter.
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut buckets = [0; 13];
@@ -109,20 +125,6 @@ impl Stats {
             duration_seconds: get(&self.duration_micros) as f64 / 1e6,
         }
     }
-}
-
-/// Counts a retry: an attempt on `backend` failed and the request is tried again. The
-/// one hook for every place that retries (`proxy::forward`).
-pub fn retry(backend: &Backend) {
-    // Relaxed: a counter.
-    backend.stats().retries.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Counts an ejection: `backend` is taken out of rotation after failing. The one hook
-/// for the health checker.
-pub fn ejection(backend: &Backend) {
-    // Relaxed: a counter.
-    backend.stats().ejections.fetch_add(1, Ordering::Relaxed);
 }
 
 /// One metric family's name, type and help text, as the exposition format wants them.

@@ -13,10 +13,11 @@ use http::{Method, Uri};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::balancer::{Backend, Balancer, Candidates, InFlight, PickContext};
+use crate::clock;
 use crate::config::RetryConfig;
 use crate::error::ProxyError;
 use crate::headers;
-use crate::health::{self, Health};
+use crate::health::Health;
 use crate::http1::{
     BodyReader, ClientConn, Framing, RequestHead, ResponseBody, ResponseHead, Version, write_error,
     write_head,
@@ -273,7 +274,7 @@ fn forward<'p>(
         started,
     } = request;
     let all = balancer.backends();
-    let now = health::ms_at(started);
+    let now = clock::ms_at(started);
     proxy.budget.request(now);
     let may_resend = idempotent(method) || headers.contains_key(IDEMPOTENCY_KEY);
     let keep = match framing {
@@ -313,7 +314,7 @@ fn forward<'p>(
         let count = *count.get_or_insert_with(|| candidates.clone().count());
         match err {
             ProxyError::Connect { .. } => {
-                proxy.health.failed(all, backend, health::now_ms());
+                proxy.health.failed(all, backend, clock::now_ms());
                 refused += 1;
                 if refused >= count {
                     return Err(err);
@@ -333,7 +334,7 @@ fn forward<'p>(
             // No answer in time is a sample too: at least that slow.
             ProxyError::Timeout { .. } => {
                 in_flight.record(sent.elapsed());
-                proxy.health.failed(all, backend, health::now_ms());
+                proxy.health.failed(all, backend, clock::now_ms());
                 return Err(err);
             }
             err => return Err(err),

@@ -89,8 +89,7 @@ impl Control {
         for b in before.backends() {
             if stays(b.upstream.addr()) {
                 applied.kept += 1;
-                b.set_drained(false);
-                b.set_disabled(false);
+                b.marks().carry_over();
             } else {
                 applied.removed += 1;
             }
@@ -253,7 +252,7 @@ mod tests {
         ]));
         let old = control.current();
         let guard = old.backends()[1].start();
-        old.backends()[1].set_drained(true);
+        old.backends()[1].marks().drain();
 
         let applied = control.apply(&config(&[
             "--backend",

@@ -13,7 +13,6 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::balancer::{Backend, Balancer, Candidates};
 use crate::config::StrategyKind;
 use crate::error::ProxyError;
-use crate::metrics;
 
 pub static X_ROUNDHOUSE_TRACE: HeaderName = HeaderName::from_static("x-roundhouse-trace");
 pub static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
@@ -78,7 +77,7 @@ impl<'p> Attempts<'p> {
     /// for the metrics and the log, and noted with its reason.
     pub fn retry(&mut self, backend: &'p Backend, err: &ProxyError) {
         self.retries += 1;
-        metrics::retry(backend);
+        backend.stats().record_retry();
         if let Some(notes) = &mut self.notes {
             let _ = write!(notes, "; retry after {err}");
         }

@@ -30,7 +30,7 @@ use http::HeaderName;
 use http::header::COOKIE;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use super::{Backend, PickContext};
+use super::{Backend, PickContext, common_divisor};
 use crate::config::HashKey;
 
 /// Points on the ring per unit of weight (weights are divided by their common divisor
@@ -56,7 +56,7 @@ pub struct Ring {
 impl Ring {
     /// A ring for backends at `addrs` with `weights` (both non-empty, same length).
     pub fn new(addrs: &[SocketAddr], weights: &[u32]) -> Ring {
-        let divisor = weights.iter().copied().fold(0, gcd).max(1);
+        let divisor = common_divisor(weights);
         let wanted: Vec<u64> = weights
             .iter()
             .map(|&w| POINTS_PER_WEIGHT * u64::from(w.max(1) / divisor))
@@ -269,10 +269,6 @@ fn bounded(backends: &[Backend], walk: RingWalk<'_>, factor: f64) -> Option<usiz
     first
 }
 
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
 #[cfg(test)]
 mod tests {
     use http::{HeaderMap, HeaderValue};
@@ -413,10 +409,10 @@ mod tests {
         let c = ctx(&headers, "/k");
         let (first, walk) = hash.pick(&set, &c).unwrap();
         let second = walk.clone().nth(1).unwrap();
-        set[first].set_healthy(false);
+        set[first].marks().mark_down();
         assert_eq!(hash.pick(&set, &c).unwrap().0, second);
         for b in &set {
-            b.set_drained(true);
+            b.marks().drain();
         }
         assert!(hash.pick(&set, &c).is_none());
     }

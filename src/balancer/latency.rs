@@ -7,11 +7,10 @@
 //! it never gets again).
 //!
 //! Estimate and timestamp share one `AtomicU64`, so a reader never sees one without the
-//! other, and a writer updates both with one compare-and-swap: no lock.
+//! other, and a writer updates both with one compare-and-swap: no lock. Times are the
+//! process clock's (`clock::now_ms`), passed in so that tests can move time.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 /// How fast old samples and idle time fade: after DECAY_MILLIS without a sample the
 /// estimate is down to 1/e (37 %) of itself; after 5 × DECAY_MILLIS, to under 1 %.
@@ -19,32 +18,27 @@ use std::time::Instant;
 /// slow backend, short enough that a backend that had one bad minute is retried soon.
 pub const DECAY_MILLIS: f64 = 10_000.0;
 
-/// Milliseconds since the first call in this process. Wraps after 49 days; the elapsed
-/// time is taken with wrapping arithmetic, so only a backend left without a sample for
-/// 49 days would see its (long decayed) estimate come back.
-pub fn now_millis() -> u32 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u32
-}
-
 /// The estimate in microseconds (an f32, in the high half) and when it was last written
-/// (in the low half, `now_millis`).
+/// (in the low half: the low 32 bits of the clock's milliseconds). The stamp wraps after
+/// 49 days; the elapsed time is taken with wrapping arithmetic, so only a backend left
+/// without a sample for 49 days would see its (long decayed) estimate come back.
 #[derive(Default)]
 pub struct PeakEwma(AtomicU64);
 
 impl PeakEwma {
-    /// Folds one sample (microseconds) taken at `now` into the estimate.
-    pub fn observe(&self, sample: f64, now: u32) {
+    /// Folds one sample (microseconds) taken at `now` (`clock::now_ms`) into the estimate.
+    pub fn observe(&self, sample: f64, now: u64) {
+        let now = stamp(now);
         // Relaxed: the word is self-contained (value and time together); it orders no
         // other memory. The loop only retries when another worker wrote in between.
         let _ = self
             .0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
-                let (value, stamp) = unpack(word);
+                let (value, written) = unpack(word);
                 let next = if sample > value {
                     sample
                 } else {
-                    let w = decay(now.wrapping_sub(stamp));
+                    let w = decay(now.wrapping_sub(written));
                     value * w + sample * (1.0 - w)
                 };
                 Some(pack(next, now))
@@ -53,11 +47,16 @@ impl PeakEwma {
 
     /// The estimate at `now`: the stored one, decayed for the time since it was written.
     /// 0 before the first sample.
-    pub fn cost(&self, now: u32) -> f64 {
+    pub fn cost(&self, now: u64) -> f64 {
         // Relaxed: see observe.
-        let (value, stamp) = unpack(self.0.load(Ordering::Relaxed));
-        value * decay(now.wrapping_sub(stamp))
+        let (value, written) = unpack(self.0.load(Ordering::Relaxed));
+        value * decay(stamp(now).wrapping_sub(written))
     }
+}
+
+/// The part of a clock reading that the word keeps.
+fn stamp(now: u64) -> u32 {
+    now as u32
 }
 
 /// The weight the old estimate keeps after `elapsed` milliseconds.
@@ -113,7 +112,7 @@ mod tests {
     #[test]
     fn time_wraps_without_harm() {
         let e = PeakEwma::default();
-        e.observe(1000.0, u32::MAX - 5);
+        e.observe(1000.0, u64::from(u32::MAX - 5));
         let c = e.cost(4); // 10 ms later, across the wrap
         assert!(c > 990.0 && c <= 1000.0, "{c}");
     }

@@ -84,9 +84,9 @@ mod tests {
         let set = backends(&[1, 1]);
         let lc = LeastConn::new(&[1, 1]);
         let _busy = set[1].start();
-        set[0].set_healthy(false);
+        set[0].marks().mark_down();
         assert_eq!(lc.pick(&set), Some(1));
-        set[1].set_drained(true);
+        set[1].marks().drain();
         assert_eq!(lc.pick(&set), None);
     }
 }

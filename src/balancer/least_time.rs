@@ -26,8 +26,8 @@ impl LeastTime {
         }
     }
 
-    /// `now` is `latency::now_millis()`, passed in so that tests can move time.
-    pub fn pick(&self, backends: &[Backend], now: u32) -> Option<usize> {
+    /// `now` is `clock::now_ms()`, passed in so that tests can move time.
+    pub fn pick(&self, backends: &[Backend], now: u64) -> Option<usize> {
         lowest(
             backends,
             self.turns.next_in_turn(),
@@ -38,8 +38,8 @@ impl LeastTime {
 }
 
 /// The expected wait at `backend`, per unit of weight.
-fn cost(backend: &Backend, now: u32) -> f64 {
-    let latency = backend.load.latency.cost(now);
+fn cost(backend: &Backend, now: u64) -> f64 {
+    let latency = backend.latency().cost(now);
     let in_flight = backend.in_flight() as f64;
     let wait = if latency == 0.0 && in_flight > 0.0 {
         UNKNOWN_BUSY * in_flight
@@ -54,8 +54,8 @@ mod tests {
     use super::super::testing::backends;
     use super::*;
 
-    fn observe(b: &Backend, micros: f64, now: u32) {
-        b.load.latency.observe(micros, now);
+    fn observe(b: &Backend, micros: f64, now: u64) {
+        b.latency().observe(micros, now);
     }
 
     #[test]

@@ -1,10 +1,16 @@
-//! The backend set and the choice of a backend for each request. A `Backend` is one
-//! server we forward to, with the live state the strategies read: requests in flight,
-//! a latency estimate, and whether it may be picked at all. `proxy.rs` asks for
-//! `candidates()`: the strategy's pick first, then every other available backend once,
-//! so that a request whose connect fails can move on. Strategies live one per file beside
-//! this one; each picks with atomics only (no lock) and allocates nothing per pick.
+//! The backend set and the choice of a backend for each request. A `Backend`
+//! (backend.rs) is one server we forward to, with the live state the strategies read:
+//! requests in flight, a latency estimate, and whether it may be picked at all (its
+//! marks, among them its `Standing`, standing.rs). `proxy.rs` asks for `candidates()`:
+//! the strategy's pick first, then every other available backend once, so that a
+//! request whose connect fails can move on. Strategies live one per file beside this
+//! one; each picks with atomics only (no lock) and allocates nothing per pick.
+//!
+//! Nothing here decides a backend's health: health.rs does, through the write methods
+//! of the marks and the standing. health.rs uses this module; this module never uses
+//! health.rs.
 
+mod backend;
 mod hash;
 mod latency;
 mod least_conn;
@@ -12,220 +18,26 @@ mod least_time;
 mod p2c;
 mod random;
 mod round_robin;
+mod standing;
 
 use std::net::IpAddr;
-use std::ops::Deref;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::HeaderMap;
 
+use crate::clock;
 use crate::config::{AllDown, BackendSpec, Strategy};
-use crate::health::{self, Standing};
-use crate::metrics::Stats;
 use crate::upstream::{Settings, Upstream};
 
+pub use backend::{Backend, InFlight, Live};
 use hash::{Hash, Key, Ring, RingWalk};
-use latency::PeakEwma;
 use least_conn::LeastConn;
 use least_time::LeastTime;
 use p2c::PowerOfTwo;
 use random::{Random, WeightedDraw};
 pub use round_robin::RoundRobin;
-
-/// One backend: where it is, its weight, and the live state the strategies read.
-///
-/// What the backend's spec says (weight, backup) is kept here; everything that must
-/// outlive a reload is in `Live`, reached through `Deref`: a reload (reload.rs) builds
-/// new `Backend`s, and one whose address was there before shares the old one's `Live`, so
-/// its connection pool, counters and health carry over. New live state goes in `Live`.
-pub struct Backend {
-    pub weight: u32,
-    /// A backup (`--backend ADDR,backup`) takes requests only while no primary can.
-    backup: bool,
-    live: Arc<Live>,
-}
-
-/// The part of a backend that outlives a reload (see `Backend`).
-pub struct Live {
-    pub upstream: Upstream,
-    load: Load,
-    /// What happened to the requests sent here; see metrics.rs.
-    stats: Stats,
-}
-
-impl Deref for Backend {
-    type Target = Live;
-
-    fn deref(&self) -> &Live {
-        &self.live
-    }
-}
-
-/// The fields every request writes, kept on their own cache lines so that two workers
-/// counting requests on two neighbouring backends do not slow each other down (128: two
-/// lines, since x86 fetches lines in pairs).
-#[repr(align(128))]
-#[derive(Default)]
-struct Load {
-    /// Requests sent to this backend whose answer is not relayed yet. Changed only
-    /// through `InFlight`, so it always comes back down.
-    in_flight: AtomicUsize,
-    /// Time to the response head, peak-EWMA. Written only through `InFlight::record`.
-    latency: PeakEwma,
-    /// False while the backend is down. Written only by health.rs (next issue); true
-    /// until then.
-    healthy: AtomicBoolTrue,
-    /// True while the operator drains the backend (it finishes what it has, gets nothing
-    /// new). Written only by the admin interface (admin.rs).
-    drained: AtomicBool,
-    /// True while the operator has taken the backend out (maintenance): like drained,
-    /// and shown apart. Written only by the admin interface (admin.rs).
-    disabled: AtomicBool,
-    /// Ejections, `Retry-After` pauses and slow start. Written only by health.rs.
-    standing: Standing,
-}
-
-/// An `AtomicBool` whose default is `true`.
-struct AtomicBoolTrue(AtomicBool);
-
-impl Default for AtomicBoolTrue {
-    fn default() -> Self {
-        AtomicBoolTrue(AtomicBool::new(true))
-    }
-}
-
-impl Backend {
-    pub fn new(upstream: Upstream, weight: u32) -> Backend {
-        let live = Live {
-            upstream,
-            load: Load::default(),
-            stats: Stats::default(),
-        };
-        Backend::sharing(Arc::new(live), weight)
-    }
-
-    /// A backend with another one's live state: the same server after a reload.
-    fn sharing(live: Arc<Live>, weight: u32) -> Backend {
-        Backend {
-            weight: weight.max(1),
-            backup: false,
-            live,
-        }
-    }
-
-    /// Makes this a backup backend (see `is_available`).
-    pub fn into_backup(mut self) -> Backend {
-        self.backup = true;
-        self
-    }
-
-    pub fn is_backup(&self) -> bool {
-        self.backup
-    }
-
-    /// Whether a strategy may pick this backend: a primary that is up. Backups are
-    /// offered by `Balancer::candidates` only when no primary is.
-    pub fn is_available(&self) -> bool {
-        !self.backup && self.is_up()
-    }
-
-    /// Whether the backend may take new requests: healthy, not drained, not disabled,
-    /// not ejected or paused by its own `Retry-After`.
-    pub fn is_up(&self) -> bool {
-        // Relaxed: a flip only needs to be seen soon, and publishes no other memory.
-        self.load.healthy.0.load(Ordering::Relaxed)
-            && !self.load.drained.load(Ordering::Relaxed)
-            && !self.load.disabled.load(Ordering::Relaxed)
-            && !self.load.standing.is_out()
-    }
-
-    /// Ejections, pauses and slow start, as health.rs keeps them.
-    pub fn standing(&self) -> &Standing {
-        &self.load.standing
-    }
-
-    /// Whether the health checker counts this backend as up.
-    pub fn is_healthy(&self) -> bool {
-        // Relaxed: see is_available.
-        self.load.healthy.0.load(Ordering::Relaxed)
-    }
-
-    pub fn is_drained(&self) -> bool {
-        // Relaxed: see is_available.
-        self.load.drained.load(Ordering::Relaxed)
-    }
-
-    pub fn is_disabled(&self) -> bool {
-        // Relaxed: see is_available.
-        self.load.disabled.load(Ordering::Relaxed)
-    }
-
-    /// Takes the backend out of rotation for maintenance, or puts it back. Its only
-    /// caller is the admin interface (and tests).
-    pub fn set_disabled(&self, disabled: bool) {
-        // Relaxed: see is_available.
-        self.load.disabled.store(disabled, Ordering::Relaxed);
-    }
-
-    /// The counters of the requests sent to this backend.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
-    }
-
-    /// Marks the backend up or down. Its only caller is the health checker (and tests).
-    pub fn set_healthy(&self, healthy: bool) {
-        // Relaxed: see is_available.
-        self.load.healthy.0.store(healthy, Ordering::Relaxed);
-    }
-
-    /// Drains the backend or puts it back. Its only caller is the admin interface (and
-    /// tests).
-    pub fn set_drained(&self, drained: bool) {
-        // Relaxed: see is_available.
-        self.load.drained.store(drained, Ordering::Relaxed);
-    }
-
-    /// Requests sent to this backend and not yet relayed back.
-    pub fn in_flight(&self) -> usize {
-        // Relaxed: a strategy's snapshot of the load is a hint; no memory hangs on it.
-        self.load.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// The latency estimate at this moment, in microseconds (0 before any answer).
-    pub fn latency_micros(&self) -> f64 {
-        self.load.latency.cost(latency::now_millis())
-    }
-
-    /// Counts one request against this backend until the guard is dropped.
-    pub fn start(&self) -> InFlight<'_> {
-        // Relaxed: a counter; only its value matters, not ordering with other memory.
-        self.load.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self)
-    }
-}
-
-/// Counts one request against a backend for as long as it lives: `proxy.rs` takes it
-/// just before sending and drops it once the answer is relayed or the attempt failed.
-pub struct InFlight<'a>(&'a Backend);
-
-impl InFlight<'_> {
-    /// Records how long the backend took to send its response head.
-    pub fn record(&self, time_to_head: Duration) {
-        self.0
-            .load
-            .latency
-            .observe(time_to_head.as_secs_f64() * 1e6, latency::now_millis());
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        // Relaxed: see Backend::start.
-        self.0.load.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+pub use standing::Standing;
 
 /// What a strategy may look at in a request: read before the header policy changes
 /// anything, so that a hash key is what the client sent.
@@ -279,7 +91,7 @@ impl Balancer {
             .iter()
             .map(|spec| {
                 let b = match previous.iter().find(|p| p.upstream.addr() == spec.addr) {
-                    Some(p) => Backend::sharing(p.live.clone(), spec.weight.get()),
+                    Some(p) => p.sharing(spec.weight.get()),
                     None => Backend::new(Upstream::new(spec.addr, settings), spec.weight.get()),
                 };
                 if spec.backup { b.into_backup() } else { b }
@@ -350,7 +162,7 @@ impl Balancer {
             Picker::Random(s) => (s.pick(backends, below), Rest::Wrap(1)),
             Picker::LeastConn(s) => (s.pick(backends), Rest::Wrap(1)),
             Picker::PowerOfTwo(s) => (s.pick(backends, below), Rest::Wrap(1)),
-            Picker::LeastTime(s) => (s.pick(backends, latency::now_millis()), Rest::Wrap(1)),
+            Picker::LeastTime(s) => (s.pick(backends, clock::now_ms()), Rest::Wrap(1)),
             Picker::Hash(s) => match s.pick(backends, ctx) {
                 Some((first, walk)) => (Some(first), Rest::Ring(walk)),
                 None => (None, Rest::Wrap(1)),
@@ -389,15 +201,10 @@ impl Balancer {
     /// it ramps up, with a chance growing linearly from 10 % to 100 % over
     /// `--slow-start`, so its share of requests grows the same way.
     fn ramped_up(&self, backend: &Backend) -> bool {
-        let Some(from) = backend.standing().ramp_from() else {
-            return true;
-        };
-        let elapsed = health::now_ms().saturating_sub(from);
-        if elapsed >= self.slow_start {
-            backend.standing().ramp_done(from);
-            return true;
+        match backend.standing().ramp_share(self.slow_start) {
+            Some(share) => fastrand::f64() < share,
+            None => true,
         }
-        fastrand::f64() < (elapsed as f64 / self.slow_start as f64).max(0.1)
     }
 
     /// Logs the end of failing open, once: some backend is up again. One relaxed load
@@ -573,6 +380,16 @@ fn lighter(load_a: u64, weight_a: u32, load_b: u64, weight_b: u32) -> bool {
     u128::from(load_a) * u128::from(weight_b) < u128::from(load_b) * u128::from(weight_a)
 }
 
+/// The greatest common divisor of `weights` (1 when there is none): round robin and
+/// the hash ring divide the weights by it first, so that 2:2 behaves like 1:1 with a
+/// shorter schedule or a smaller ring.
+fn common_divisor(weights: &[u32]) -> u32 {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    weights.iter().copied().fold(0, gcd).max(1)
+}
+
 /// Backends for the strategies' unit tests: addresses nobody connects to.
 #[cfg(test)]
 pub(crate) mod testing {
@@ -664,7 +481,7 @@ mod tests {
     fn candidates_are_the_pick_then_every_other_available_backend_once() {
         for strategy in every_strategy() {
             let balancer = Balancer::with_backends(backends(&[1, 2, 1, 1]), &strategy);
-            balancer.backends()[2].set_healthy(false);
+            balancer.backends()[2].marks().mark_down();
             let headers = HeaderMap::new();
             let order: Vec<usize> = balancer
                 .candidates(&context(&headers, "/"))
@@ -680,8 +497,8 @@ mod tests {
     fn no_available_backend_means_no_candidate() {
         for strategy in every_strategy() {
             let balancer = Balancer::with_backends(backends(&[1, 1]), &strategy);
-            balancer.backends()[0].set_healthy(false);
-            balancer.backends()[1].set_drained(true);
+            balancer.backends()[0].marks().mark_down();
+            balancer.backends()[1].marks().drain();
             let headers = HeaderMap::new();
             assert_eq!(balancer.candidates(&context(&headers, "/")).count(), 0);
         }
@@ -713,14 +530,14 @@ mod tests {
             };
             let got = order(&balancer);
             assert_eq!(got[2..], [1, 3], "{strategy:?}: {got:?}");
-            balancer.backends()[0].set_healthy(false);
-            balancer.backends()[2].set_drained(true);
+            balancer.backends()[0].marks().mark_down();
+            balancer.backends()[2].marks().drain();
             let mut got = order(&balancer);
             got.sort();
             assert_eq!(got, [1, 3], "{strategy:?}");
-            balancer.backends()[3].set_healthy(false);
+            balancer.backends()[3].marks().mark_down();
             assert_eq!(order(&balancer), [1], "{strategy:?}");
-            balancer.backends()[1].set_healthy(false);
+            balancer.backends()[1].marks().mark_down();
             assert_eq!(order(&balancer), [0usize; 0], "{strategy:?}");
             // Failing open: every backend the operator has not taken out.
             let balancer = balancer.with_failover(None, AllDown::FailOpen);
@@ -738,13 +555,13 @@ mod tests {
         let first = |b: &Balancer| index(b, b.candidates(&context(&headers, "/")).next().unwrap());
         balancer.backends()[0]
             .standing()
-            .start_ramp(health::now_ms());
+            .start_ramp(clock::now_ms());
         let to_0 = (0..2000).filter(|_| first(&balancer) == 0).count();
         // Half the turns are its own, a tenth of those taken: about 100.
         assert!((40..=200).contains(&to_0), "{to_0}");
         // The ramp is over: its full share again.
         let balancer = balancer.with_failover(Some(Duration::from_millis(1)), AllDown::Unavailable);
-        while health::now_ms() < 5 {}
+        while clock::now_ms() < 5 {}
         balancer.backends()[0].standing().start_ramp(1);
         let to_0 = (0..2000).filter(|_| first(&balancer) == 0).count();
         assert_eq!(to_0, 1000);
@@ -781,7 +598,9 @@ mod tests {
             let balancer = Balancer::with_backends(backends(&weights), strategy);
             let mut held = Vec::new();
             for (b, &(_, available, in_flight)) in balancer.backends().iter().zip(&spec) {
-                b.set_healthy(available);
+                if !available {
+                    b.marks().mark_down();
+                }
                 held.extend((0..in_flight).map(|_| b.start()));
                 if in_flight > 1 {
                     b.start().record(Duration::from_micros(in_flight as u64 * 700));

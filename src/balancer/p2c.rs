@@ -80,13 +80,13 @@ mod tests {
     fn one_available_backend_is_the_answer() {
         let set = backends(&[1, 1, 1]);
         let p2c = PowerOfTwo::new(WeightedDraw::new(&[1, 1, 1]));
-        set[0].set_healthy(false);
-        set[2].set_drained(true);
+        set[0].marks().mark_down();
+        set[2].marks().drain();
         let mut rng = fastrand::Rng::with_seed(5);
         for _ in 0..100 {
             assert_eq!(p2c.pick(&set, |n| rng.u64(..n)), Some(1));
         }
-        set[1].set_healthy(false);
+        set[1].marks().mark_down();
         assert_eq!(p2c.pick(&set, |n| rng.u64(..n)), None);
     }
 }

@@ -121,14 +121,14 @@ mod tests {
     #[test]
     fn unavailable_backends_are_never_drawn() {
         let set = backends(&[1, 3, 1]);
-        set[1].set_healthy(false);
+        set[1].marks().mark_down();
         let random = Random::new(WeightedDraw::new(&[1, 3, 1]));
         let mut rng = fastrand::Rng::with_seed(1);
         let c = counts(3, 10_000, || random.pick(&set, |n| rng.u64(..n)));
         assert_eq!(c[1], 0);
         assert!(c[0] > 4_000 && c[2] > 4_000, "{c:?}");
-        set[0].set_healthy(false);
-        set[2].set_drained(true);
+        set[0].marks().mark_down();
+        set[2].marks().drain();
         assert_eq!(random.pick(&set, |n| rng.u64(..n)), None);
     }
 }

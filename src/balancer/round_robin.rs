@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::Backend;
+use super::{Backend, common_divisor};
 
 pub struct RoundRobin {
     /// Backend indexes in the order they take requests; one full cycle.
@@ -57,7 +57,7 @@ impl RoundRobin {
 /// the one with the most credit is chosen and pays back the total. Weights are first
 /// divided by their common divisor, so 2:2 cycles like 1:1.
 fn smooth_schedule(weights: &[u32]) -> Vec<u32> {
-    let divisor = weights.iter().copied().fold(0, gcd).max(1);
+    let divisor = common_divisor(weights);
     let weights: Vec<i64> = weights.iter().map(|&w| i64::from(w / divisor)).collect();
     let total: i64 = weights.iter().sum();
     let mut credit = vec![0i64; weights.len()];
@@ -73,10 +73,6 @@ fn smooth_schedule(weights: &[u32]) -> Vec<u32> {
             best as u32
         })
         .collect()
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 #[cfg(test)]
@@ -112,12 +108,12 @@ mod tests {
     #[test]
     fn unavailable_backends_are_skipped_and_the_rest_keep_their_order() {
         let set = backends(&[1, 1, 1]);
-        set[1].set_healthy(false);
+        set[1].marks().mark_down();
         let rr = RoundRobin::new(&[1, 1, 1]);
         let picks: Vec<_> = (0..6).map(|_| rr.pick(&set).unwrap()).collect();
         assert_eq!(picks, [0, 2, 0, 2, 0, 2]);
-        set[0].set_drained(true);
-        set[2].set_healthy(false);
+        set[0].marks().drain();
+        set[2].marks().mark_down();
         assert_eq!(rr.pick(&set), None);
     }
 }

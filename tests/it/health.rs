@@ -268,14 +268,24 @@ fn when_every_backend_is_down_requests_go_to_them_anyway() {
 fn a_draining_backend_gets_no_new_requests_while_its_request_finishes() {
     let held = Backend::held("held");
     let other = Backend::hello("other");
-    let lb = start_balancer(&[&held, &other], &[]);
+    let lb = start_balancer(&[&held, &other], &["--admin", "127.0.0.1:0"]);
     let mut first = Client::connect(lb.addr);
     first.send("GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n");
     wait_until("the held backend to get the first request", || {
         held.heads() == 1
     });
     let set = lb.current();
-    set.backends()[0].set_drained(true);
+    // Drained as an operator drains it: the admin interface is the only writer.
+    let mut admin = Client::connect(lb.admin());
+    admin.send(format!(
+        "POST /backends/{}/drain HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        held.addr
+    ));
+    assert_eq!(
+        admin.response().status,
+        200,
+        "drain through the admin interface"
+    );
     for _ in 0..4 {
         assert_eq!(get(lb.addr, "/"), (200, "other".to_string()));
     }
