@@ -1,8 +1,8 @@
 //! The access log: one line per request on stdout, in the format `--log` names. `proxy.rs`
 //! fills an `Entry` as the request goes and writes it once at the end. The combined and
 //! json formats also carry the request id, the queue wait, the backend's time to the
-//! response head, the retries and a termination code (HAProxy's two letters, see
-//! `termination`).
+//! response head, the retries and a termination code (HAProxy's two letters,
+//! `ProxyError::termination`).
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -122,26 +122,10 @@ impl AccessLog {
     }
 }
 
-/// How the request ended, in HAProxy's two letters: who ended it (`C` the client, `S`
-/// the backend, `P` the proxy; lower case for a timeout, `-` nobody) and in which phase
-/// (`R` reading the request, `C` connecting, `H` waiting for the response head, `D`
-/// relaying the body, `-` normal end). `got_head`: a response head came from the
-/// backend, so a failure happened while relaying the body.
-pub fn termination(error: Option<&ProxyError>, got_head: bool) -> &'static str {
-    let Some(error) = error else { return "--" };
-    match (error, got_head) {
-        (ProxyError::ClientGone(_), true) => "CD",
-        (ProxyError::ClientGone(_), false) => "CR",
-        (ProxyError::ClientTimeout, _) => "cR",
-        (ProxyError::Overloaded, _) => "PQ",
-        (ProxyError::NoBackend | ProxyError::Connect { .. }, _) => "SC",
-        (ProxyError::Timeout { .. }, true) => "sD",
-        (ProxyError::Timeout { .. }, false) => "sH",
-        (ProxyError::Reset { .. } | ProxyError::Upstream { .. }, true) => "SD",
-        (ProxyError::Reset { .. } | ProxyError::Upstream { .. }, false) => "SH",
-        // The rest are requests we refused: bad framing, too large, unsupported.
-        _ => "PR",
-    }
+/// How the request ended: `--` unless `error` says otherwise (`ProxyError::termination`).
+/// `got_head`: a response head came from the backend.
+fn termination(error: Option<&ProxyError>, got_head: bool) -> &'static str {
+    error.map_or("--", |err| err.termination(got_head))
 }
 
 fn millis(d: Duration) -> f64 {
@@ -191,7 +175,6 @@ fn clf_time(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn clf_time_reads_like_nginx() {
@@ -201,29 +184,5 @@ mod tests {
             "2026-11-25T18:29:31Z"
         );
         assert_eq!(clf_time(t), "25/Nov/2026:18:29:31 +0000");
-    }
-
-    #[test]
-    fn termination_codes_name_who_and_when() {
-        let backend = "127.0.0.1:1".parse().unwrap();
-        let gone = || ProxyError::ClientGone(io::Error::other("x"));
-        assert_eq!(termination(None, true), "--");
-        assert_eq!(termination(Some(&gone()), true), "CD");
-        assert_eq!(termination(Some(&gone()), false), "CR");
-        let refused = ProxyError::Connect {
-            backend,
-            detail: String::new(),
-        };
-        assert_eq!(termination(Some(&refused), false), "SC");
-        assert_eq!(termination(Some(&ProxyError::NoBackend), false), "SC");
-        let broken = ProxyError::Upstream {
-            backend,
-            detail: String::new(),
-        };
-        assert_eq!(termination(Some(&broken), false), "SH");
-        assert_eq!(termination(Some(&broken), true), "SD");
-        let slow = ProxyError::Timeout { backend };
-        assert_eq!(termination(Some(&slow), false), "sH");
-        assert_eq!(termination(Some(&ProxyError::BodyTooLarge), false), "PR");
     }
 }

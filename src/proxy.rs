@@ -22,7 +22,7 @@ use crate::http1::{
 };
 use crate::metrics::Stats;
 use crate::request_id::{self, X_REQUEST_ID};
-use crate::retry::{Budget, Replay};
+use crate::retry::{Budget, Replay, Resends};
 use crate::shutdown::Shutdown;
 use crate::trace::Attempts;
 use crate::upstream::{Reply, RequestBody};
@@ -218,16 +218,7 @@ fn finish(
     entry.backend = attempts.last.map(|b| b.upstream.addr());
     entry.upstream = attempts.upstream;
     entry.retries = attempts.retries;
-    let backend_fault = matches!(
-        error,
-        Some(
-            ProxyError::NoBackend
-                | ProxyError::Connect { .. }
-                | ProxyError::Timeout { .. }
-                | ProxyError::Reset { .. }
-                | ProxyError::Upstream { .. }
-        )
-    );
+    let backend_fault = error.is_some_and(ProxyError::backend_fault);
     let stats = attempts.last.map_or(&proxy.no_backend, Backend::stats);
     stats.record(entry.status, entry.started.elapsed(), backend_fault);
     proxy.log.write(entry, error);
@@ -250,11 +241,11 @@ struct Outgoing<'a> {
 /// is the answer. A backend that closes or resets the connection before sending any
 /// byte of an answer (typically a pooled connection it had given up on, or a backend
 /// that died) gets the request sent again, on the next backend (or the same one, on a
-/// fresh connection, if it is the only one), when that is safe and affordable: the
-/// method is idempotent or the request carries `Idempotency-Key`, every body byte sent
-/// so far was kept (`--retry-buffer`), resends are left (`--retries`) and the retry
-/// budget allows one. Connect failures, timeouts and every answer are reported to
-/// `health`. No candidate at all (none available) is `NoBackend`.
+/// fresh connection, if it is the only one), when `Resends` says it is safe and
+/// affordable (retry.rs). Which failure is which is the error's to say
+/// (`ProxyError::may_try_next`, `may_resend`, `counts_against_backend`); connect
+/// failures, timeouts and every answer are reported to `health`. No candidate at all
+/// (none available) is `NoBackend`.
 fn forward<'p>(
     proxy: &Proxy,
     balancer: &'p Balancer,
@@ -274,17 +265,15 @@ fn forward<'p>(
     let all = balancer.backends();
     let now = health::ms_at(started);
     proxy.budget.request(now);
-    let may_resend = idempotent(method) || headers.contains_key(IDEMPOTENCY_KEY);
+    let mut resends = Resends::new(method, &headers, proxy.retry.retries);
     let keep = match framing {
         Framing::None => 0,
         _ => proxy.retry.buffer,
     };
     let mut body = Replay::new(body, kept, keep);
-    let max_resends = proxy.retry.retries;
     // How many candidates there are, counted at the first failure only.
     let mut count = None;
     let mut refused = 0;
-    let mut resends = 0;
     for backend in candidates.clone().cycle() {
         let upstream = &backend.upstream;
         attempts.attempt(backend);
@@ -310,40 +299,26 @@ fn forward<'p>(
             Err(err) => err,
         };
         let count = *count.get_or_insert_with(|| candidates.clone().count());
-        match err {
-            ProxyError::Connect { .. } => {
-                proxy.health.failed(all, backend, health::now_ms());
-                refused += 1;
-                if refused >= count {
-                    return Err(err);
-                }
-                eprintln!("roundhouse: {err}; trying the next backend");
-                attempts.retry(backend, &err);
-            }
-            ProxyError::Reset { .. }
-                if may_resend
-                    && body.can_replay()
-                    && resends < max_resends.unwrap_or(count.saturating_sub(1).max(1))
-                    && proxy.budget.try_resend(now) =>
-            {
-                resends += 1;
-                attempts.retry(backend, &err);
-            }
+        if let ProxyError::Timeout { .. } = err {
             // No answer in time is a sample too: at least that slow.
-            ProxyError::Timeout { .. } => {
-                in_flight.record(sent.elapsed());
-                proxy.health.failed(all, backend, health::now_ms());
+            in_flight.record(sent.elapsed());
+        }
+        if err.counts_against_backend() {
+            proxy.health.failed(all, backend, health::now_ms());
+        }
+        if err.may_try_next() {
+            refused += 1;
+            if refused >= count {
                 return Err(err);
             }
-            err => return Err(err),
+            eprintln!("roundhouse: {err}; trying the next backend");
+        } else if !resends.allow(&err, body.can_replay(), count, &proxy.budget, now) {
+            return Err(err);
         }
+        attempts.retry(backend, &err);
     }
     Err(ProxyError::NoBackend)
 }
-
-/// A request carrying this header may be sent twice: the backend recognises the repeat
-/// (IETF draft "The Idempotency-Key HTTP Header Field").
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// A body announced larger than `--max-body` is refused from the head alone, before any
 /// backend hears of the request. (A chunked body is counted as it is read, in `http1/`.)
@@ -357,14 +332,6 @@ fn check_declared_length(
         }
         _ => Ok(()),
     }
-}
-
-/// Methods that mean the same when sent twice (RFC 9110 §9.2.2).
-fn idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
 }
 
 /// The path and query to send upstream. An absolute-form target (`http://host/path`,
@@ -472,20 +439,10 @@ fn relay(
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(err) => {
-                    // A stall past --timeout is told apart for the log's termination code.
-                    let error = match err.kind() {
-                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-                            ProxyError::Timeout { backend }
-                        }
-                        _ => ProxyError::Upstream {
-                            backend,
-                            detail: format!("answer broke off: {err}"),
-                        },
-                    };
                     return Err(Broken {
                         status,
                         bytes,
-                        error,
+                        error: ProxyError::answer_broke_off(backend, err),
                     });
                 }
             };
