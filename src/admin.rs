@@ -25,9 +25,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::balancer::{Backend, Balancer};
 use crate::config::MAX_HEAD;
-use crate::connection::{Client, Shared};
+use crate::connection::Client;
 use crate::http1::{ClientConn, RequestHead, ResponseBody, write_error, write_head};
 use crate::listener::Limit;
+use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::reload::Control;
 
@@ -45,8 +46,8 @@ const PAGE: &str = include_str!("admin/status_page.html");
 
 /// What the admin interface reads and changes.
 pub struct Sources {
-    /// The proxy's shared state, for the counters of requests that found no backend.
-    pub shared: Arc<Shared>,
+    /// The counters of requests that no backend was tried for (`proxy.rs` writes them).
+    pub no_backend: Arc<Stats>,
     /// The running backend set, and weight changes (reload.rs).
     pub control: Control,
     pub pool: Pool<Client>,

@@ -4,7 +4,8 @@
 //! goes to `proxy::handle`.
 
 use std::io::Read;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -15,6 +16,7 @@ use crate::http1::{ClientConn, write_error};
 use crate::listener::Slot;
 use crate::pool::Backlog;
 use crate::proxy::{self, Next, Proxy, Scratch};
+use crate::shutdown::Shutdown;
 use crate::waiting_room::WaitingRoom;
 
 /// How long a worker waits for the next request on a connection it just served before
@@ -66,6 +68,8 @@ impl Client {
 /// What every worker shares.
 pub struct Shared {
     pub proxy: Proxy,
+    /// Once begun, a served connection is closed rather than parked.
+    pub shutdown: Arc<Shutdown>,
     pub waiting_room: WaitingRoom,
     pub client_timeout: Duration,
 }
@@ -81,7 +85,7 @@ pub fn serve(
     let mut queue_wait = client.queued.elapsed();
     loop {
         let deadline = Instant::now() + shared.client_timeout;
-        let mut head = match client.conn.read_head(deadline) {
+        let head = match client.conn.read_head(deadline) {
             Ok(Some(head)) => head,
             // Closed, or idle and silent: nothing to answer.
             Ok(None) => return,
@@ -100,13 +104,9 @@ pub fn serve(
                 return;
             }
         };
-        if shared.proxy.shutdown.is_stopping() {
-            // Shutting down: this request is the connection's last, and its answer says so.
-            head.keep_alive = false;
-        }
         let next = proxy::handle(&shared.proxy, &mut client.conn, head, scratch, queue_wait);
-        // Also when the shutdown began during the request: close rather than park.
-        if next == Next::Close || shared.proxy.shutdown.is_stopping() {
+        // Also when the shutdown began after the answer: close rather than park.
+        if next == Next::Close || shared.shutdown.is_stopping() {
             return;
         }
         queue_wait = Duration::ZERO;
@@ -146,7 +146,7 @@ pub fn turn_away(mut client: Client) {
         &[("Retry-After", "1")],
         false,
     );
-    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// Waits at most `wait` for the socket to have something to read (data, or a close).

@@ -8,9 +8,9 @@
 //!    that take connections off the queue.
 //! 3. `connection` serves one connection: it reads a request head with `http1` (our own
 //!    strict HTTP/1.1 front door on httparse) and hands it to `proxy`.
-//! 4. `proxy` is the main path: `balancer` picks a backend, `headers` applies the header
-//!    policy, `upstream` forwards the request and `http1` streams the answer
-//!    back. `access_log` writes one line; `error` gives every failure one status.
+//! 4. `proxy` is the main path: `balancer` picks a backend, `target` and `headers` shape
+//!    the request, `upstream` forwards it and `relay` streams the answer back through
+//!    `http1`. `access_log` writes one line; `error` gives every failure one status.
 //!    A backend that fails is reported to `health` (which alone decides which backends
 //!    are up, with one thread of active checks); a request whose backend broke off
 //!    before answering is sent again when `retry` says it is safe and affordable.
@@ -42,12 +42,14 @@ pub mod listener;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod relay;
 pub mod reload;
 pub mod request_id;
 pub mod retry;
 pub mod server;
 pub mod shutdown;
 pub mod signals;
+pub mod target;
 pub mod trace;
 pub mod upstream;
 pub mod waiting_room;
