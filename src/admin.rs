@@ -24,8 +24,8 @@ use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::balancer::{Backend, Balancer};
+use crate::client::Client;
 use crate::config::MAX_HEAD;
-use crate::connection::Client;
 use crate::http1::{ClientConn, RequestHead, ResponseBody, write_error, write_head};
 use crate::listener::Limit;
 use crate::metrics::Stats;
@@ -46,7 +46,8 @@ const PAGE: &str = include_str!("admin/status_page.html");
 
 /// What the admin interface reads and changes.
 pub struct Sources {
-    /// The counters of requests that no backend was tried for (`proxy.rs` writes them).
+    /// The counters of requests that no backend was tried for (`refuse::Tally` writes
+    /// them).
     pub no_backend: Arc<Stats>,
     /// The running backend set, and weight changes (reload.rs).
     pub control: Control,

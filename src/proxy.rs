@@ -1,7 +1,8 @@
 //! One request, start to finish: read what it says, send it to a backend, relay the
 //! answer or refuse, then log and count it once. This is the balancer's main path; start
 //! reading at `handle`. `connection.rs` calls `handle` for each request head it reads;
-//! `balancer/` picks, `upstream.rs` forwards and `relay.rs` streams the answer back.
+//! `balancer/` picks, `upstream.rs` forwards, `relay.rs` streams the answer back and
+//! `refuse.rs` answers a failure.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -12,14 +13,14 @@ use arc_swap::ArcSwap;
 use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
 
-use crate::access_log::{AccessLog, Entry};
-use crate::balancer::{Backend, Balancer, Candidates, InFlight, PickContext};
+use crate::access_log::{Entry, RequestLine};
+use crate::balancer::{Balancer, Candidates, InFlight, PickContext};
 use crate::config::{Config, LogFormat, RetryConfig};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::health::{self, Health};
-use crate::http1::{BodyReader, ClientConn, Framing, RequestHead, write_error};
-use crate::metrics::Stats;
+use crate::http1::{BodyReader, ClientConn, Framing, RequestHead};
+use crate::refuse::{self, Refusal, Tally};
 use crate::relay::{Relayed, Wanted, relay};
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::retry::{Budget, Replay, Resends};
@@ -36,10 +37,8 @@ pub struct Proxy {
     balancer: Arc<ArcSwap<Balancer>>,
     /// Once begun, answers say `Connection: close`.
     shutdown: Arc<Shutdown>,
-    log: AccessLog,
-    /// Counters of the requests that no backend was tried for; the admin interface
-    /// reads the same `Arc`.
-    no_backend: Arc<Stats>,
+    /// Where every request is logged and counted.
+    tally: Tally,
     /// Where failures and answers are reported; decides which backends are up. The
     /// health thread holds it too.
     health: Arc<Health>,
@@ -56,20 +55,19 @@ pub struct Proxy {
 impl Proxy {
     /// The request-level settings come from `config`; the rest is shared with what
     /// `server.rs` starts beside the workers: the reloadable backend set (reload.rs), the
-    /// shutdown switch, the health state (the health thread) and the counters of
-    /// requests without a backend (the admin interface).
+    /// shutdown switch, the health state (the health thread) and the tally (turn-aways
+    /// on the acceptor and the waiting room).
     pub fn new(
         config: &Config,
         balancer: Arc<ArcSwap<Balancer>>,
         shutdown: Arc<Shutdown>,
         health: Arc<Health>,
-        no_backend: Arc<Stats>,
+        tally: Tally,
     ) -> Proxy {
         Proxy {
             balancer,
             shutdown,
-            log: AccessLog::new(config.log),
-            no_backend,
+            tally,
             health,
             max_body: config.max_body,
             trace: config.trace_header,
@@ -115,7 +113,7 @@ pub enum Next {
 /// 2. `send`: refuse it from its head alone, or pick candidates, apply the header
 ///    policy and `forward` it with its body to the first backend that takes it;
 /// 3. `relay` the answer (relay.rs), or refuse with the failure (`answer_error`);
-/// 4. log and count it once (`record`).
+/// 4. log and count it once, through `Tally` (refuse.rs).
 ///
 /// Whether the connection may carry another request is decided once, before the answer
 /// is written, and returned. `queue_wait`: how long the connection waited for a worker
@@ -202,7 +200,7 @@ fn prepare(
     let started = Instant::now();
     let kept = |name| {
         proxy
-            .log
+            .tally
             .wants_client_fields()
             .then(|| head.headers.get(name).cloned())
             .flatten()
@@ -245,9 +243,11 @@ impl Request {
         Entry {
             peer: self.peer,
             backend: attempts.last.map(|b| b.upstream.addr()),
-            method: self.head.method.as_str(),
-            target: &self.head.target,
-            version: self.head.version,
+            request: Some(RequestLine {
+                method: self.head.method.as_str(),
+                target: &self.head.target,
+                version: self.head.version,
+            }),
             status: 0,
             bytes: 0,
             started: self.started,
@@ -431,22 +431,15 @@ fn finish(proxy: &Proxy, request: &Request, attempts: &Attempts<'_>, relayed: &R
         bytes: relayed.bytes,
         ..request.entry(attempts)
     };
-    record(proxy, &entry, attempts.last, relayed.error.as_ref());
-}
-
-/// Counts a finished request against `backend`, the one that answered or was tried last
-/// (`None`: no backend was tried), then writes its log line.
-fn record(proxy: &Proxy, entry: &Entry<'_>, backend: Option<&Backend>, error: Option<&ProxyError>) {
-    let stats = backend.map_or(&*proxy.no_backend, Backend::stats);
-    let backend_fault = error.is_some_and(ProxyError::backend_fault);
-    stats.record(entry.status, entry.started.elapsed(), backend_fault);
-    proxy.log.write(entry, error);
+    proxy
+        .tally
+        .record(&entry, attempts.last, relayed.error.as_ref());
 }
 
 /// Answers a request that could not be proxied with its one status and a short text,
-/// and logs and counts it, against the backend tried last if any. The request id and
-/// the trace go with an error too: that is when they are wanted. Returns whether the
-/// connection may carry another request.
+/// and logs and counts it (`refuse::answer`), against the backend tried last if any.
+/// The request id and the trace go with an error too: that is when they are wanted.
+/// Returns whether the connection may carry another request.
 fn answer_error(
     proxy: &Proxy,
     conn: &mut ClientConn,
@@ -456,11 +449,6 @@ fn answer_error(
     err: &ProxyError,
     keep_alive: bool,
 ) -> bool {
-    let mut entry = request.entry(attempts);
-    let Some(status) = err.status() else {
-        record(proxy, &entry, attempts.last, Some(err));
-        return false;
-    };
     let trace = attempts.header_values(request.queue_wait);
     let mut extra: [(&str, &str); 3] = [("", ""); 3];
     let mut n = 0;
@@ -474,16 +462,18 @@ fn answer_error(
             n += 1;
         }
     }
-    let text = err.client_text();
-    let written = write_error(
+    let refusal = Refusal {
+        error: err,
+        extra: &extra[..n],
+        keep_alive,
+    };
+    let mut entry = request.entry(attempts);
+    refuse::answer(
+        &proxy.tally,
         conn.stream_mut(),
         out,
-        status,
-        text,
-        &extra[..n],
-        keep_alive,
-    );
-    entry.status = status;
-    record(proxy, &entry, attempts.last, Some(err));
-    written.is_ok() && keep_alive
+        refusal,
+        &mut entry,
+        attempts.last,
+    )
 }

@@ -11,14 +11,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::TrySendError;
 use socket2::SockRef;
 
+use crate::access_log::AccessLog;
 use crate::admin;
+use crate::client::{self, Client};
 use crate::config::Config;
-use crate::connection::{self, Client, Shared};
+use crate::connection::{self, Shared};
 use crate::health::{self, Health};
 use crate::listener::{self, Limit};
 use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::proxy::{Proxy, Scratch};
+use crate::refuse::Tally;
 use crate::reload::Control;
 use crate::shutdown::Shutdown;
 use crate::waiting_room::WaitingRoom;
@@ -105,21 +108,23 @@ pub fn start(config: Config) -> io::Result<Running> {
 
     let control = Control::new(config.clone());
     let shutdown = Arc::new(Shutdown::default());
-    // The counters of requests no backend was tried for: written by the workers, read
-    // by the admin interface.
+    // The counters of requests no backend was tried for: written through the tally,
+    // read by the admin interface.
     let no_backend = Arc::new(Stats::default());
+    let tally = Tally::new(AccessLog::new(config.log), no_backend.clone());
     let health = Arc::new(Health::new(config.health.clone()));
     let proxy = Proxy::new(
         &config,
         control.balancer(),
         shutdown.clone(),
         health.clone(),
-        no_backend.clone(),
+        tally.clone(),
     );
 
     let (waiting_room, room) = WaitingRoom::new(config.idle_timeout)?;
     let shared = Arc::new(Shared {
         proxy,
+        tally: tally.clone(),
         shutdown: shutdown.clone(),
         waiting_room: waiting_room.clone(),
         client_timeout: config.client_timeout,
@@ -141,7 +146,9 @@ pub fn start(config: Config) -> io::Result<Running> {
             move |client| connection::serve(&shared, &backlog, &mut scratch, client)
         },
     )?;
-    room.start(pool.clone(), connection::turn_away)?;
+    // The acceptor and the waiting room both turn connections away at a full queue.
+    let turn_away = move |refused: Client| client::turn_away(&tally, refused);
+    room.start(pool.clone(), turn_away.clone())?;
 
     let limit = Limit::new(config.max_connections.get());
     let admin_addr = match &config.admin {
@@ -174,7 +181,7 @@ pub fn start(config: Config) -> io::Result<Running> {
                     Ok(()) => {}
                     // Every worker busy and the queue full: a quick 503 beats a client timeout.
                     Err(TrySendError::Full(client) | TrySendError::Disconnected(client)) => {
-                        connection::turn_away(client)
+                        turn_away(client)
                     }
                 }
             })
