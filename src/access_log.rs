@@ -1,8 +1,9 @@
 //! The access log: one line per request on stdout, in the format `--log` names. `proxy.rs`
-//! fills an `Entry` as the request goes and writes it once at the end. The combined and
-//! json formats also carry the request id, the queue wait, the backend's time to the
-//! response head, the retries and a termination code (HAProxy's two letters, see
-//! `termination`).
+//! fills an `Entry` as the request goes; `refuse::Tally` writes it once at the end, also
+//! for a request refused before its head could be read (a bad head, a full queue). The
+//! combined and json formats also carry the request id, the queue wait, the backend's
+//! time to the response head, the retries and a termination code (HAProxy's two
+//! letters, `ProxyError::termination`).
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use crate::config::LogFormat;
 use crate::error::ProxyError;
 use crate::http1::Version;
 
+#[derive(Clone, Copy)]
 pub struct AccessLog {
     format: LogFormat,
 }
@@ -23,9 +25,9 @@ pub struct Entry<'a> {
     pub peer: SocketAddr,
     /// The backend that answered, or the last one tried.
     pub backend: Option<SocketAddr>,
-    pub method: &'a str,
-    pub target: &'a str,
-    pub version: Version,
+    /// `None` when the request was refused before its head could be read: the line then
+    /// shows `- -` (seed), `"-"` (combined) or nulls (json) rather than guess.
+    pub request: Option<RequestLine<'a>>,
     /// 0 when nothing could be sent.
     pub status: u16,
     /// Body bytes sent to the client.
@@ -44,6 +46,34 @@ pub struct Entry<'a> {
     pub retries: u32,
 }
 
+/// The request line as the client sent it.
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub target: &'a str,
+    pub version: Version,
+}
+
+impl Entry<'_> {
+    /// The entry of a request refused before its head was read (a bad head, a full
+    /// queue): only the client and the times are known.
+    pub fn unread(peer: SocketAddr, started: Instant, queue_wait: Duration) -> Entry<'static> {
+        Entry {
+            peer,
+            backend: None,
+            request: None,
+            status: 0,
+            bytes: 0,
+            started,
+            referer: None,
+            user_agent: None,
+            request_id: None,
+            queue_wait,
+            upstream: None,
+            retries: 0,
+        }
+    }
+}
+
 impl AccessLog {
     pub fn new(format: LogFormat) -> AccessLog {
         AccessLog { format }
@@ -56,20 +86,38 @@ impl AccessLog {
 
     /// Writes the line for one request; `error` says why it failed, if it did.
     pub fn write(&self, e: &Entry<'_>, error: Option<&ProxyError>) {
-        let ms = e.started.elapsed().as_secs_f64() * 1000.0;
+        if self.format == LogFormat::Off {
+            return;
+        }
         // One locked write per line: stdout is line-buffered, so the line leaves in one
         // syscall and lines of different workers never interleave. A closed stdout must
         // not cost the request, so write errors are ignored.
-        let mut out = io::stdout().lock();
-        let _ = match self.format {
-            LogFormat::Off => return,
+        let _ = self.render(&mut io::stdout().lock(), e, error);
+    }
+
+    /// The line for one request, in this log's format.
+    fn render(
+        &self,
+        out: &mut impl Write,
+        e: &Entry<'_>,
+        error: Option<&ProxyError>,
+    ) -> io::Result<()> {
+        let ms = e.started.elapsed().as_secs_f64() * 1000.0;
+        let termination = error.map_or("--", |err| err.termination(e.upstream.is_some()));
+        let (method, target, version) = match &e.request {
+            Some(r) => (Some(r.method), Some(r.target), Some(protocol(r.version))),
+            None => (None, None, None),
+        };
+        match self.format {
+            LogFormat::Off => Ok(()),
             LogFormat::Seed => {
-                let _ = write!(out, "Received request from {}, ", e.peer);
-                let _ = match e.backend {
-                    Some(b) => write!(out, "forwarding to {b}: "),
-                    None => write!(out, "not forwarded: "),
-                };
-                let _ = write!(out, "{} {} {} {ms:.1}ms", e.method, e.target, e.status);
+                write!(out, "Received request from {}, ", e.peer)?;
+                match e.backend {
+                    Some(b) => write!(out, "forwarding to {b}: ")?,
+                    None => write!(out, "not forwarded: ")?,
+                }
+                let (method, target) = (method.unwrap_or("-"), target.unwrap_or("-"));
+                write!(out, "{method} {target} {} {ms:.1}ms", e.status)?;
                 match error {
                     Some(err) => writeln!(out, " ({err})"),
                     None => writeln!(out),
@@ -77,33 +125,40 @@ impl AccessLog {
             }
             // nginx's combined line, then our fields as key=value (like nginx's common
             // `rt=$request_time urt=...` extension): times in seconds, "-" for none.
-            LogFormat::Combined => writeln!(
-                out,
-                "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rid={} rt={:.3} qw={:.3} urt={} retries={} term={}",
-                e.peer.ip(),
-                clf_time(SystemTime::now()),
-                e.method,
-                e.target,
-                protocol(e.version),
-                e.status,
-                e.bytes,
-                text(e.referer).unwrap_or("-"),
-                text(e.user_agent).unwrap_or("-"),
-                text(e.request_id).unwrap_or("-"),
-                ms / 1000.0,
-                e.queue_wait.as_secs_f64(),
-                Seconds(e.upstream),
-                e.retries,
-                termination(error, e.upstream.is_some()),
-            ),
+            LogFormat::Combined => {
+                write!(
+                    out,
+                    "{} - - [{}] ",
+                    e.peer.ip(),
+                    clf_time(SystemTime::now())
+                )?;
+                match (method, target, version) {
+                    (Some(m), Some(t), Some(v)) => write!(out, "\"{m} {t} {v}\"")?,
+                    // nginx's `"-"` for a request line it could not read.
+                    _ => write!(out, "\"-\"")?,
+                }
+                writeln!(
+                    out,
+                    " {} {} \"{}\" \"{}\" rid={} rt={:.3} qw={:.3} urt={} retries={} term={termination}",
+                    e.status,
+                    e.bytes,
+                    text(e.referer).unwrap_or("-"),
+                    text(e.user_agent).unwrap_or("-"),
+                    text(e.request_id).unwrap_or("-"),
+                    ms / 1000.0,
+                    e.queue_wait.as_secs_f64(),
+                    Seconds(e.upstream),
+                    e.retries,
+                )
+            }
             LogFormat::Json => {
                 let line = serde_json::json!({
                     "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
                     "client": e.peer.to_string(),
                     "backend": e.backend.map(|b| b.to_string()),
-                    "method": e.method,
-                    "target": e.target,
-                    "protocol": protocol(e.version),
+                    "method": method,
+                    "target": target,
+                    "protocol": version,
                     "status": e.status,
                     "bytes": e.bytes,
                     "duration_ms": (ms * 1000.0).round() / 1000.0,
@@ -113,34 +168,12 @@ impl AccessLog {
                     "queue_ms": millis(e.queue_wait),
                     "upstream_ms": e.upstream.map(millis),
                     "retries": e.retries,
-                    "termination": termination(error, e.upstream.is_some()),
+                    "termination": termination,
                     "error": error.map(|err| err.to_string()),
                 });
                 writeln!(out, "{line}")
             }
-        };
-    }
-}
-
-/// How the request ended, in HAProxy's two letters: who ended it (`C` the client, `S`
-/// the backend, `P` the proxy; lower case for a timeout, `-` nobody) and in which phase
-/// (`R` reading the request, `C` connecting, `H` waiting for the response head, `D`
-/// relaying the body, `-` normal end). `got_head`: a response head came from the
-/// backend, so a failure happened while relaying the body.
-pub fn termination(error: Option<&ProxyError>, got_head: bool) -> &'static str {
-    let Some(error) = error else { return "--" };
-    match (error, got_head) {
-        (ProxyError::ClientGone(_), true) => "CD",
-        (ProxyError::ClientGone(_), false) => "CR",
-        (ProxyError::ClientTimeout, _) => "cR",
-        (ProxyError::Overloaded, _) => "PQ",
-        (ProxyError::NoBackend | ProxyError::Connect { .. }, _) => "SC",
-        (ProxyError::Timeout { .. }, true) => "sD",
-        (ProxyError::Timeout { .. }, false) => "sH",
-        (ProxyError::Reset { .. } | ProxyError::Upstream { .. }, true) => "SD",
-        (ProxyError::Reset { .. } | ProxyError::Upstream { .. }, false) => "SH",
-        // The rest are requests we refused: bad framing, too large, unsupported.
-        _ => "PR",
+        }
     }
 }
 
@@ -191,7 +224,6 @@ fn clf_time(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn clf_time_reads_like_nginx() {
@@ -203,27 +235,71 @@ mod tests {
         assert_eq!(clf_time(t), "25/Nov/2026:18:29:31 +0000");
     }
 
+    fn render(format: LogFormat, e: &Entry<'_>, error: Option<&ProxyError>) -> String {
+        let mut out = Vec::new();
+        AccessLog::new(format).render(&mut out, e, error).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:40000".parse().unwrap()
+    }
+
     #[test]
-    fn termination_codes_name_who_and_when() {
-        let backend = "127.0.0.1:1".parse().unwrap();
-        let gone = || ProxyError::ClientGone(io::Error::other("x"));
-        assert_eq!(termination(None, true), "--");
-        assert_eq!(termination(Some(&gone()), true), "CD");
-        assert_eq!(termination(Some(&gone()), false), "CR");
-        let refused = ProxyError::Connect {
-            backend,
-            detail: String::new(),
+    fn a_refused_head_shows_no_request_line_in_any_format() {
+        let e = Entry {
+            status: 400,
+            ..Entry::unread(peer(), Instant::now(), Duration::ZERO)
         };
-        assert_eq!(termination(Some(&refused), false), "SC");
-        assert_eq!(termination(Some(&ProxyError::NoBackend), false), "SC");
-        let broken = ProxyError::Upstream {
-            backend,
-            detail: String::new(),
+        let err = ProxyError::BadRequest("conflicting content-length");
+        let seed = render(LogFormat::Seed, &e, Some(&err));
+        assert!(
+            seed.starts_with("Received request from 127.0.0.1:40000, not forwarded: - - 400 "),
+            "{seed}"
+        );
+        assert!(seed.ends_with(" (conflicting content-length)\n"), "{seed}");
+        let combined = render(LogFormat::Combined, &e, Some(&err));
+        assert!(
+            combined.contains("] \"-\" 400 0 \"-\" \"-\" rid=- "),
+            "{combined}"
+        );
+        assert!(
+            combined.ends_with(" urt=- retries=0 term=PR\n"),
+            "{combined}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render(LogFormat::Json, &e, Some(&err))).unwrap();
+        assert_eq!(json["method"], serde_json::Value::Null);
+        assert_eq!(json["target"], serde_json::Value::Null);
+        assert_eq!(json["protocol"], serde_json::Value::Null);
+        assert_eq!(json["status"], 400);
+        assert_eq!(json["termination"], "PR");
+        assert_eq!(json["error"], "conflicting content-length");
+    }
+
+    #[test]
+    fn a_request_line_shows_as_sent() {
+        let e = Entry {
+            request: Some(RequestLine {
+                method: "GET",
+                target: "/hello?x=1",
+                version: Version::Http11,
+            }),
+            status: 200,
+            bytes: 12,
+            ..Entry::unread(peer(), Instant::now(), Duration::ZERO)
         };
-        assert_eq!(termination(Some(&broken), false), "SH");
-        assert_eq!(termination(Some(&broken), true), "SD");
-        let slow = ProxyError::Timeout { backend };
-        assert_eq!(termination(Some(&slow), false), "sH");
-        assert_eq!(termination(Some(&ProxyError::BodyTooLarge), false), "PR");
+        let combined = render(LogFormat::Combined, &e, None);
+        assert!(
+            combined.contains("] \"GET /hello?x=1 HTTP/1.1\" 200 12 "),
+            "{combined}"
+        );
+        assert!(combined.ends_with(" term=--\n"), "{combined}");
+        let seed = render(LogFormat::Seed, &e, None);
+        assert!(
+            seed.contains("not forwarded: GET /hello?x=1 200 "),
+            "{seed}"
+        );
+        assert_eq!(render(LogFormat::Off, &e, None), "");
     }
 }

@@ -27,10 +27,11 @@ use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::balancer::{Backend, Balancer};
+use crate::client::Client;
 use crate::config::{MAX_HEAD, WEIGHT_RULE, Weight};
-use crate::connection::{Client, Shared};
 use crate::http1::{ClientConn, RequestHead, ResponseBody, ResponseHead, write_error, write_head};
 use crate::listener::Limit;
+use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::reload::Control;
 
@@ -49,8 +50,9 @@ const PAGE: &str = include_str!("admin/status_page.html");
 
 /// What the admin interface reads and changes.
 pub struct Sources {
-    /// The proxy's shared state, for the counters of requests that found no backend.
-    pub shared: Arc<Shared>,
+    /// The counters of requests that no backend was tried for (`refuse::Tally` writes
+    /// them).
+    pub no_backend: Arc<Stats>,
     /// The running backend set, and weight changes (reload.rs).
     pub control: Control,
     pub pool: Pool<Client>,

@@ -1,20 +1,21 @@
 //! A client connection while a worker holds it: the worker serves its requests one after
 //! another while they come back to back, then parks it in the waiting room. Connections
 //! arrive here from the queue (fed by `listener.rs` and `waiting_room.rs`); each request
-//! goes to `proxy::handle`.
+//! goes to `proxy::handle`, and a head that cannot be read is refused here (`refuse.rs`).
+//! The connection itself is a `Client` (client.rs).
 
-use std::io::Read;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
-use crate::config::MAX_HEAD;
-use crate::error::ProxyError;
-use crate::http1::{ClientConn, write_error};
-use crate::listener::Slot;
+use crate::access_log::Entry;
+use crate::client::Client;
 use crate::pool::Backlog;
 use crate::proxy::{self, Next, Proxy, Scratch};
+use crate::refuse::{self, Refusal, Tally};
+use crate::shutdown::Shutdown;
 use crate::waiting_room::WaitingRoom;
 
 /// How long a worker waits for the next request on a connection it just served before
@@ -25,47 +26,13 @@ use crate::waiting_room::WaitingRoom;
 /// queue behind it (at 1000 connections and 512 workers, p99 went 2x nginx's).
 const NEXT_REQUEST_WAIT: Duration = Duration::from_millis(2);
 
-/// An open client connection and its place under `--max-connections`.
-pub struct Client {
-    pub conn: ClientConn,
-    _slot: Slot,
-    /// When the connection last went on the queue for a worker: its first request's
-    /// queue wait is counted from here (access log, Server-Timing).
-    queued: Instant,
-}
-
-impl Client {
-    /// The socket is set up once for its whole life: no Nagle delay on small answers, and
-    /// constant read and write timeouts (changing them per request would cost syscalls).
-    /// On Linux it inherits all three from the listener (`listener::bind`).
-    pub fn new(
-        stream: TcpStream,
-        peer: SocketAddr,
-        slot: Slot,
-        client_timeout: Duration,
-    ) -> Client {
-        if !cfg!(target_os = "linux") {
-            let _ = stream.set_nodelay(true);
-            let _ = stream.set_read_timeout(Some(client_timeout));
-            let _ = stream.set_write_timeout(Some(client_timeout));
-        }
-        Client {
-            conn: ClientConn::new(stream, peer, MAX_HEAD),
-            _slot: slot,
-            queued: Instant::now(),
-        }
-    }
-
-    /// Notes that the connection goes on the queue again (the waiting room saw its next
-    /// request arrive).
-    pub fn queued_at(&mut self, now: Instant) {
-        self.queued = now;
-    }
-}
-
 /// What every worker shares.
 pub struct Shared {
     pub proxy: Proxy,
+    /// Where a refused head is logged and counted.
+    pub tally: Tally,
+    /// Once begun, a served connection is closed rather than parked.
+    pub shutdown: Arc<Shutdown>,
     pub waiting_room: WaitingRoom,
     pub client_timeout: Duration,
 }
@@ -78,35 +45,36 @@ pub fn serve(
     mut client: Client,
 ) {
     // Only the first request of this turn waited in the queue; the others came straight.
-    let mut queue_wait = client.queued.elapsed();
+    let mut queue_wait = client.queue_wait();
     loop {
-        let deadline = Instant::now() + shared.client_timeout;
-        let mut head = match client.conn.read_head(deadline) {
+        let started = Instant::now();
+        let head = match client.conn.read_head(started + shared.client_timeout) {
             Ok(Some(head)) => head,
-            // Closed, or idle and silent: nothing to answer.
+            // Closed, or idle and silent: not a request, nothing to answer or log.
             Ok(None) => return,
             Err(err) => {
                 // After a bad head the rest of the stream cannot be trusted: answer, close.
-                if let Some(status) = err.status() {
-                    let _ = write_error(
-                        client.conn.stream_mut(),
-                        &mut scratch.out,
-                        status,
-                        err.client_text(),
-                        &[],
-                        false,
-                    );
-                }
+                let mut entry = Entry::unread(client.conn.peer(), started, queue_wait);
+                let refusal = Refusal {
+                    error: &err,
+                    extra: &[],
+                    keep_alive: false,
+                };
+                let stream = client.conn.stream_mut();
+                refuse::answer(
+                    &shared.tally,
+                    stream,
+                    &mut scratch.out,
+                    refusal,
+                    &mut entry,
+                    None,
+                );
                 return;
             }
         };
-        if shared.proxy.shutdown.is_stopping() {
-            // Shutting down: this request is the connection's last, and its answer says so.
-            head.keep_alive = false;
-        }
         let next = proxy::handle(&shared.proxy, &mut client.conn, head, scratch, queue_wait);
-        // Also when the shutdown began during the request: close rather than park.
-        if next == Next::Close || shared.proxy.shutdown.is_stopping() {
+        // Also when the shutdown began after the answer: close rather than park.
+        if next == Next::Close || shared.shutdown.is_stopping() {
             return;
         }
         queue_wait = Duration::ZERO;
@@ -124,29 +92,6 @@ pub fn serve(
         shared.waiting_room.park(client);
         return;
     }
-}
-
-/// Turns a connection away when every worker is busy and the queue is full: 503 with
-/// `Retry-After`, then close. Runs on the acceptor or waiting-room thread, so it never
-/// blocks: whatever the client already sent is read and dropped (closing a socket with
-/// unread data would reset it and could destroy the 503 before the client reads it).
-pub fn turn_away(mut client: Client) {
-    let err = ProxyError::Overloaded;
-    let stream = client.conn.stream_mut();
-    let _ = stream.set_nonblocking(true);
-    let mut sink = [0u8; 4096];
-    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-    let mut out = Vec::new();
-    let status = err.status().unwrap_or(503);
-    let _ = write_error(
-        stream,
-        &mut out,
-        status,
-        err.client_text(),
-        &[("Retry-After", "1")],
-        false,
-    );
-    let _ = stream.shutdown(Shutdown::Write);
 }
 
 /// Waits at most `wait` for the socket to have something to read (data, or a close).

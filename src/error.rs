@@ -1,8 +1,11 @@
 //! Why one request failed, whose fault it was, and what the client sees.
 //!
-//! This is the only place that maps a failure to an HTTP status. The front door
+//! This is the only place that maps a failure to an HTTP status, and the only place that
+//! classifies failures: whose fault one is, the access log's termination letters, and
+//! whether the request may go to another backend or be sent again. The front door
 //! (`http1/`) reports client mistakes with it, `upstream.rs` reports backend failures
-//! with it, and `connection.rs` turns any of them into one short plain-text answer.
+//! with it, `proxy.rs` decides on retries by asking it, and `refuse.rs` turns any of
+//! them into one short plain-text answer.
 
 use std::fmt;
 use std::io;
@@ -83,10 +86,96 @@ impl ProxyError {
         }
     }
 
-    /// True when the request never reached a backend, so another one may be tried
-    /// with the same (unread) request body.
-    pub fn never_left(&self) -> bool {
+    /// What a failed read of the backend's answer body means: a stall past `--timeout`
+    /// is a `Timeout`, told apart for the log's termination code; anything else is the
+    /// backend breaking the exchange.
+    pub fn answer_broke_off(backend: SocketAddr, err: io::Error) -> ProxyError {
+        match err.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Self::Timeout { backend },
+            _ => Self::Upstream {
+                backend,
+                detail: format!("answer broke off: {err}"),
+            },
+        }
+    }
+
+    /// True when the failure is on the backend's side (or there was no backend): it
+    /// counts in `roundhouse_errors_total` whatever the status.
+    pub fn backend_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::NoBackend
+                | Self::Connect { .. }
+                | Self::Timeout { .. }
+                | Self::Reset { .. }
+                | Self::Upstream { .. }
+        )
+    }
+
+    /// True when the failure counts against the backend's health (passive ejection,
+    /// `health.rs`): the connect failed or timed out, or the answer did not come in time.
+    pub fn counts_against_backend(&self) -> bool {
+        matches!(self, Self::Connect { .. } | Self::Timeout { .. })
+    }
+
+    /// True when the request never reached the backend, so the next candidate may get
+    /// it, body and all.
+    pub fn may_try_next(&self) -> bool {
         matches!(self, Self::Connect { .. })
+    }
+
+    /// True when the backend gave up before sending any byte of an answer, so the same
+    /// request may be sent again if it is safe to (`retry::Resends` decides that).
+    pub fn may_resend(&self) -> bool {
+        matches!(self, Self::Reset { .. })
+    }
+
+    /// True when the client connection must close after this answer even though the
+    /// request's framing was read: the client sent something we will not read on from.
+    /// The backend's failures leave the client connection as good as it was, and so
+    /// does `NotImplemented` after a whole head (`OPTIONS *`). A refused head always
+    /// closes its connection (connection.rs), whatever this says.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::BadRequest(_)
+                | Self::HeadTooLarge
+                | Self::BodyTooLarge
+                | Self::ClientTimeout
+                | Self::UnsupportedVersion
+                | Self::ExpectationFailed
+                | Self::ClientGone(_)
+        )
+    }
+
+    /// How the request ended, in HAProxy's two letters: who ended it (`C` the client,
+    /// `S` the backend, `P` the proxy; lower case for a timeout) and in which phase (`R`
+    /// reading the request, `Q` waiting in the queue, `C` connecting, `H` waiting for
+    /// the response head, `D` relaying the body). `got_head`: a response head came from
+    /// the backend, so the failure happened while relaying the body. A request that
+    /// ended well is `--` (`access_log.rs`).
+    pub fn termination(&self, got_head: bool) -> &'static str {
+        match (self, got_head) {
+            (Self::ClientGone(_), true) => "CD",
+            (Self::ClientGone(_), false) => "CR",
+            (Self::ClientTimeout, _) => "cR",
+            (Self::Overloaded, _) => "PQ",
+            (Self::NoBackend | Self::Connect { .. }, _) => "SC",
+            (Self::Timeout { .. }, true) => "sD",
+            (Self::Timeout { .. }, false) => "sH",
+            (Self::Reset { .. } | Self::Upstream { .. }, true) => "SD",
+            (Self::Reset { .. } | Self::Upstream { .. }, false) => "SH",
+            // Requests we refused: bad framing, too large, unsupported.
+            (
+                Self::BadRequest(_)
+                | Self::HeadTooLarge
+                | Self::BodyTooLarge
+                | Self::UnsupportedVersion
+                | Self::NotImplemented(_)
+                | Self::ExpectationFailed,
+                _,
+            ) => "PR",
+        }
     }
 }
 
@@ -105,3 +194,78 @@ impl fmt::Display for ProxyError {
 }
 
 impl std::error::Error for ProxyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    #[test]
+    fn termination_codes_name_who_and_when() {
+        let gone = || ProxyError::ClientGone(io::Error::other("x"));
+        assert_eq!(gone().termination(true), "CD");
+        assert_eq!(gone().termination(false), "CR");
+        let refused = ProxyError::Connect {
+            backend: backend(),
+            detail: String::new(),
+        };
+        assert_eq!(refused.termination(false), "SC");
+        assert_eq!(ProxyError::NoBackend.termination(false), "SC");
+        let broken = ProxyError::Upstream {
+            backend: backend(),
+            detail: String::new(),
+        };
+        assert_eq!(broken.termination(false), "SH");
+        assert_eq!(broken.termination(true), "SD");
+        let slow = ProxyError::Timeout { backend: backend() };
+        assert_eq!(slow.termination(false), "sH");
+        assert_eq!(ProxyError::BodyTooLarge.termination(false), "PR");
+        assert_eq!(ProxyError::UnsupportedVersion.termination(false), "PR");
+        assert_eq!(ProxyError::Overloaded.termination(false), "PQ");
+    }
+
+    #[test]
+    fn a_body_read_error_is_a_timeout_only_when_the_backend_stalled() {
+        let stalled = io::Error::from(io::ErrorKind::WouldBlock);
+        assert!(matches!(
+            ProxyError::answer_broke_off(backend(), stalled),
+            ProxyError::Timeout { .. }
+        ));
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        let err = ProxyError::answer_broke_off(backend(), reset);
+        assert!(matches!(err, ProxyError::Upstream { .. }));
+        assert_eq!(err.status(), Some(502));
+        assert!(err.backend_fault());
+    }
+
+    #[test]
+    fn only_a_refused_connect_goes_to_the_next_backend_and_only_a_reset_is_resent() {
+        let connect = ProxyError::Connect {
+            backend: backend(),
+            detail: String::new(),
+        };
+        let reset = ProxyError::Reset {
+            backend: backend(),
+            detail: String::new(),
+        };
+        let timeout = ProxyError::Timeout { backend: backend() };
+        assert!(connect.may_try_next() && !connect.may_resend());
+        assert!(reset.may_resend() && !reset.may_try_next());
+        assert!(!timeout.may_try_next() && !timeout.may_resend());
+        assert!(connect.counts_against_backend() && timeout.counts_against_backend());
+        assert!(!reset.counts_against_backend());
+    }
+
+    #[test]
+    fn client_mistakes_close_the_connection_and_backend_failures_do_not() {
+        assert!(ProxyError::BadRequest("x").closes_connection());
+        assert!(ProxyError::BodyTooLarge.closes_connection());
+        assert!(!ProxyError::NotImplemented("OPTIONS * is not supported").closes_connection());
+        assert!(!ProxyError::NoBackend.closes_connection());
+        assert!(!ProxyError::Timeout { backend: backend() }.closes_connection());
+        assert!(!ProxyError::BadRequest("x").backend_fault());
+    }
+}

@@ -2,19 +2,22 @@
 //!
 //! The path of one request, file by file:
 //!
-//! 1. `listener` accepts a connection (at most `--max-connections` at once) and puts it
-//!    on a bounded queue; a full queue gets 503 right there (`connection::turn_away`).
+//! 1. `listener` accepts a connection (at most `--max-connections` at once), makes it a
+//!    `client` and puts it on a bounded queue; a full queue gets 503 right there
+//!    (`client::turn_away`).
 //! 2. `pool` runs worker threads, started as the load needs them up to `--workers`,
 //!    that take connections off the queue.
 //! 3. `connection` serves one connection: it reads a request head with `http1` (our own
 //!    strict HTTP/1.1 front door on httparse) and hands it to `proxy`.
-//! 4. `proxy` is the main path: `balancer` picks a backend, `headers` applies the header
-//!    policy, `upstream` forwards the request and `http1` streams the answer
-//!    back. `access_log` writes one line; `error` gives every failure one status.
-//!    A backend that fails is reported to `health` (which alone decides which backends
-//!    are up, with one thread of active checks); a request whose backend broke off
-//!    before answering is sent again when `retry` says it is safe and affordable.
-//! 5. Back in `connection`, the worker serves the next request if it comes at once, or
+//! 4. `proxy` is the main path: `balancer` picks a backend, `target` and `headers` shape
+//!    the request, `upstream` forwards it and `relay` streams the answer back through
+//!    `http1`. A backend that fails is reported to `health` (which alone decides which
+//!    backends are up, with one thread of active checks); a request whose backend broke
+//!    off before answering is sent again when `retry` says it is safe and affordable.
+//! 5. Whatever roundhouse answers itself (a head it refuses, a full queue, a failure
+//!    `error` gives a status) goes out through `refuse`, which also writes the
+//!    `access_log` line and counts it, as it does for every relayed answer.
+//! 6. Back in `connection`, the worker serves the next request if it comes at once, or
 //!    parks the connection in the `waiting_room` (one epoll thread for all idle
 //!    connections), which queues it again when the next request arrives.
 //!
@@ -22,15 +25,16 @@
 //! line and the `--config` file. `signals` turns SIGHUP into a `reload` and SIGTERM into
 //! a graceful `shutdown`.
 //!
-//! Along the way `proxy` counts each request in `metrics` (atomics only), notes its
-//! attempts in a `trace` (the `--trace-header` answer headers) and gives it a
-//! `request_id`; `admin` serves the counters, a JSON status, the status page and backend
-//! changes on a port of its own (`--admin`).
+//! Along the way each request is counted in `metrics` (atomics only), notes its
+//! attempts in a `trace` (the `--trace-header` answer headers) and gets a `request_id`;
+//! `admin` serves the counters, a JSON status, the status page and backend changes on a
+//! port of its own (`--admin`).
 
 pub mod access_log;
 pub mod admin;
 pub mod balancer;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod config_file;
@@ -43,12 +47,15 @@ pub mod listener;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod refuse;
+pub mod relay;
 pub mod reload;
 pub mod request_id;
 pub mod retry;
 pub mod server;
 pub mod shutdown;
 pub mod signals;
+pub mod target;
 pub mod trace;
 pub mod upstream;
 pub mod waiting_room;

@@ -1,54 +1,83 @@
-//! One request, start to finish: pick a backend, forward the request, relay the answer,
-//! log it. This is the balancer's main path; start reading here. `connection.rs` calls
-//! `handle` for each request head it reads; `upstream.rs` does the forwarding and
-//! `http1/` the writing back.
+//! One request, start to finish: read what it says, send it to a backend, relay the
+//! answer or refuse, then log and count it once. This is the balancer's main path; start
+//! reading at `handle`. `connection.rs` calls `handle` for each request head it reads;
+//! `balancer/` picks, `upstream.rs` forwards, `relay.rs` streams the answer back and
+//! `refuse.rs` answers a failure.
 
-use std::io::{self, Read, Write};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Uri};
 
-use crate::access_log::{AccessLog, Entry};
-use crate::balancer::{Backend, Balancer, Candidates, InFlight, PickContext};
-use crate::clock;
-use crate::config::RetryConfig;
+use crate::access_log::{Entry, RequestLine};
+use crate::balancer::{Balancer, Candidates, InFlight, PickContext};
+use crate::config::{Config, LogFormat, RetryConfig};
 use crate::error::ProxyError;
 use crate::headers;
+use crate::clock;
 use crate::health::Health;
-use crate::http1::{
-    BodyReader, ClientConn, Framing, RequestHead, ResponseBody, ResponseHead, Version, write_error,
-    write_head,
-};
-use crate::metrics::Stats;
+use crate::http1::{BodyReader, ClientConn, Framing, RequestHead};
+use crate::refuse::{self, Refusal, Tally};
+use crate::relay::{Relayed, Wanted, relay};
 use crate::request_id::{self, X_REQUEST_ID};
-use crate::retry::{Budget, Replay};
+use crate::retry::{Budget, Replay, Resends};
 use crate::shutdown::Shutdown;
+use crate::target::origin_form;
 use crate::trace::Attempts;
 use crate::upstream::{Reply, RequestBody};
 
 /// What one request needs that outlives it: the backends and the request-level settings.
+/// Built once by `server.rs`; nothing changes it afterwards.
 pub struct Proxy {
     /// The backends and strategy, swapped whole by a reload (reload.rs). Loaded once per
     /// request, without a lock: a request finishes on the set it started with.
-    pub balancer: Arc<ArcSwap<Balancer>>,
-    /// Set at shutdown: answers then say `Connection: close`.
-    pub shutdown: Arc<Shutdown>,
-    pub max_body: Option<u64>,
-    pub log: AccessLog,
-    /// Counters of the requests that no backend was tried for.
-    pub no_backend: Stats,
+    balancer: Arc<ArcSwap<Balancer>>,
+    /// Once begun, answers say `Connection: close`.
+    shutdown: Arc<Shutdown>,
+    /// Where every request is logged and counted.
+    tally: Tally,
+    /// Where failures and answers are reported; decides which backends are up. The
+    /// health thread holds it too.
+    health: Arc<Health>,
+    max_body: Option<u64>,
     /// `--trace-header`: answers say why their backend was picked and where time went.
-    pub trace: bool,
+    trace: bool,
     /// Requests carry an `X-Request-Id` (with the combined or json log, or a trace).
-    pub request_ids: bool,
-    /// Where failures and answers are reported; decides which backends are up.
-    pub health: Health,
-    pub retry: RetryConfig,
+    request_ids: bool,
+    retry: RetryConfig,
     /// Resends allowed over the last seconds (retry.rs).
-    pub budget: Budget,
+    budget: Budget,
+}
+
+impl Proxy {
+    /// The request-level settings come from `config`; the rest is shared with what
+    /// `server.rs` starts beside the workers: the reloadable backend set (reload.rs), the
+    /// shutdown switch, the health state (the health thread) and the tally (turn-aways
+    /// on the acceptor and the waiting room).
+    pub fn new(
+        config: &Config,
+        balancer: Arc<ArcSwap<Balancer>>,
+        shutdown: Arc<Shutdown>,
+        health: Arc<Health>,
+        tally: Tally,
+    ) -> Proxy {
+        Proxy {
+            balancer,
+            shutdown,
+            tally,
+            health,
+            max_body: config.max_body,
+            trace: config.trace_header,
+            request_ids: config.trace_header
+                || matches!(config.log, LogFormat::Combined | LogFormat::Json),
+            retry: config.retry.clone(),
+            budget: Budget::default(),
+        }
+    }
 }
 
 /// Buffers a worker reuses for every request it serves, so the hot path allocates none.
@@ -79,8 +108,17 @@ pub enum Next {
 }
 
 /// Proxies one client request and answers it, whatever happens: with the backend's
-/// answer, or with one short error. Returns whether the connection may be reused.
-/// `queue_wait`: how long the connection waited for a worker before this request.
+/// answer, or with one short error. The main path, in order:
+///
+/// 1. `prepare`: what the request says, its id, what its log line will need;
+/// 2. `send`: refuse it from its head alone, or pick candidates, apply the header
+///    policy and `forward` it with its body to the first backend that takes it;
+/// 3. `relay` the answer (relay.rs), or refuse with the failure (`answer_error`);
+/// 4. log and count it once, through `Tally` (refuse.rs).
+///
+/// Whether the connection may carry another request is decided once, before the answer
+/// is written, and returned. `queue_wait`: how long the connection waited for a worker
+/// before this request.
 pub fn handle(
     proxy: &Proxy,
     conn: &mut ClientConn,
@@ -88,151 +126,196 @@ pub fn handle(
     scratch: &mut Scratch,
     queue_wait: Duration,
 ) -> Next {
-    let started = Instant::now();
-    let RequestHead {
-        method,
-        target,
-        version,
-        mut headers,
-        framing,
-        keep_alive,
-        expect_continue,
-    } = head;
-    let (referer, user_agent) = if proxy.log.wants_client_fields() {
-        (
-            headers.get(header::REFERER).cloned(),
-            headers.get(header::USER_AGENT).cloned(),
-        )
-    } else {
-        (None, None)
-    };
-    let request_id = proxy
-        .request_ids
-        .then(|| request_id::take_or_make(&mut headers));
-    let mut entry = Entry {
-        peer: conn.peer(),
-        backend: None,
-        method: method.as_str(),
-        target: &target,
-        version,
-        status: 0,
-        bytes: 0,
-        started,
-        referer: referer.as_ref(),
-        user_agent: user_agent.as_ref(),
-        request_id: request_id.as_ref(),
-        queue_wait,
-        upstream: None,
-        retries: 0,
-    };
+    let mut request = prepare(proxy, conn.peer(), head, queue_wait);
     // Held until the request ends: the backends it was counted against stay alive even
     // if a reload swaps them out meanwhile.
     let balancer = proxy.balancer.load();
     let mut attempts = Attempts::new(proxy.trace);
-
-    let outcome = check_declared_length(framing, proxy.max_body)
-        .and_then(|()| origin_form(&target, &mut headers))
-        .and_then(|path| {
-            // The pick sees the request as the client sent it, before the header policy.
-            let candidates = balancer.candidates(&PickContext {
-                client: entry.peer.ip(),
-                path,
-                headers: &headers,
-            });
-            attempts.candidates(&balancer, &candidates);
-            headers::to_upstream(&mut headers, entry.peer.ip());
-            let mut body = conn.body(framing, expect_continue, proxy.max_body);
-            let request = Outgoing {
-                method: &method,
-                target: path,
-                headers,
-                framing,
-                started,
-            };
-            let forwarded = forward(
-                proxy,
-                &balancer,
-                candidates,
-                request,
-                &mut body,
-                &mut scratch.kept,
-                &mut attempts,
-            );
-            // A body the client broke off is the client's fault, whatever the upstream client made of it.
-            match body.failure() {
-                Some(client_fault) => Err((client_fault, Next::Close)),
-                // Unless the body was read to its end, the connection is not at a request
-                // boundary and cannot carry another request.
-                None if !body.is_finished() => forwarded.map_err(|e| (e, Next::Close)),
-                None if keep_alive => forwarded.map_err(|e| (e, Next::KeepAlive)),
-                None => forwarded.map_err(|e| (e, Next::Close)),
-            }
-            .map(|reply| (reply, keep_alive && body.is_finished()))
-        });
-    // `_in_flight` counts the request against its backend until the answer is relayed.
-    let ((reply, _in_flight), reusable) = match outcome {
-        Ok(found) => found,
-        Err((err, next)) => {
-            return answer_error(proxy, conn, scratch, err, next, entry, &attempts);
-        }
-    };
-
-    let next = match relay(
+    let (answer, body_read) = send(
+        proxy,
+        &balancer,
         conn,
-        scratch,
-        version,
-        method == Method::HEAD,
-        reply,
-        // Shutting down: this answer is the connection's last.
-        reusable && !proxy.shutdown.is_stopping(),
-        |headers| {
-            if let Some(id) = &request_id {
-                headers.insert(X_REQUEST_ID.clone(), id.clone());
-            }
-            attempts.add_headers(queue_wait, headers);
-        },
-    ) {
-        Ok(relayed) => {
-            entry.status = relayed.status;
-            entry.bytes = relayed.bytes;
-            relayed.next
+        &mut request,
+        &mut scratch.kept,
+        &mut attempts,
+    );
+    // The client wants to keep the connection, it is at a request boundary (the body was
+    // read to its end), the balancer is not stopping, and no client mistake ended it.
+    let keep_alive = request.head.keep_alive
+        && body_read
+        && !proxy.shutdown.is_stopping()
+        && !matches!(&answer, Err(err) if err.closes_connection());
+    let reusable = match answer {
+        // `_in_flight` counts the request against its backend until the answer is out.
+        Ok((reply, _in_flight)) => {
+            let relayed = relay(
+                conn.stream_mut(),
+                &mut scratch.out,
+                &mut scratch.copy,
+                reply,
+                request.wanted(keep_alive),
+                |headers| request.add_headers(&attempts, headers),
+            );
+            finish(proxy, &request, &attempts, &relayed);
+            relayed.keep_alive
         }
-        Err(broken) => {
-            // Part of the answer may be out: the only honest ending is to close.
-            entry.status = broken.status;
-            entry.bytes = broken.bytes;
-            finish(proxy, &mut entry, &attempts, Some(&broken.error));
-            return Next::Close;
-        }
+        Err(err) => answer_error(
+            proxy,
+            conn,
+            &mut scratch.out,
+            &request,
+            &attempts,
+            &err,
+            keep_alive,
+        ),
     };
-    finish(proxy, &mut entry, &attempts, None);
-    next
+    if reusable {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
 }
 
-/// Counts a finished request against the backend that answered (or was tried last) and
-/// writes its log line.
-fn finish(
+/// One request on its way through `handle`: its head, as the header policy changes it,
+/// and what its log line will need.
+struct Request {
+    head: RequestHead,
+    peer: SocketAddr,
+    started: Instant,
+    queue_wait: Duration,
+    /// Kept for the combined and json log lines only.
+    referer: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    /// `X-Request-Id`, when ids are on (request_id.rs).
+    request_id: Option<HeaderValue>,
+}
+
+/// What the request says, before any backend hears of it: keeps the fields its log line
+/// will need and gives it its id.
+fn prepare(
     proxy: &Proxy,
-    entry: &mut Entry<'_>,
-    attempts: &Attempts<'_>,
-    error: Option<&ProxyError>,
-) {
-    entry.backend = attempts.last.map(|b| b.upstream.addr());
-    entry.upstream = attempts.upstream;
-    entry.retries = attempts.retries;
-    let backend_fault = matches!(
-        error,
-        Some(
-            ProxyError::NoBackend
-                | ProxyError::Connect { .. }
-                | ProxyError::Timeout { .. }
-                | ProxyError::Reset { .. }
-                | ProxyError::Upstream { .. }
-        )
+    peer: SocketAddr,
+    mut head: RequestHead,
+    queue_wait: Duration,
+) -> Request {
+    let started = Instant::now();
+    let kept = |name| {
+        proxy
+            .tally
+            .wants_client_fields()
+            .then(|| head.headers.get(name).cloned())
+            .flatten()
+    };
+    let (referer, user_agent) = (kept(header::REFERER), kept(header::USER_AGENT));
+    let request_id = proxy
+        .request_ids
+        .then(|| request_id::take_or_make(&mut head.headers));
+    Request {
+        head,
+        peer,
+        started,
+        queue_wait,
+        referer,
+        user_agent,
+        request_id,
+    }
+}
+
+impl Request {
+    /// How the answer may be framed for this request.
+    fn wanted(&self, keep_alive: bool) -> Wanted {
+        Wanted {
+            version: self.head.version,
+            head: self.head.method == Method::HEAD,
+            keep_alive,
+        }
+    }
+
+    /// Our own fields on a relayed answer: the request id and the trace.
+    fn add_headers(&self, attempts: &Attempts<'_>, headers: &mut HeaderMap) {
+        if let Some(id) = &self.request_id {
+            headers.insert(X_REQUEST_ID.clone(), id.clone());
+        }
+        attempts.add_headers(self.queue_wait, headers);
+    }
+
+    /// The log line's entry so far: everything but the status and the bytes sent.
+    fn entry(&self, attempts: &Attempts<'_>) -> Entry<'_> {
+        Entry {
+            peer: self.peer,
+            backend: attempts.last.map(|b| b.upstream.addr()),
+            request: Some(RequestLine {
+                method: self.head.method.as_str(),
+                target: &self.head.target,
+                version: self.head.version,
+            }),
+            status: 0,
+            bytes: 0,
+            started: self.started,
+            referer: self.referer.as_ref(),
+            user_agent: self.user_agent.as_ref(),
+            request_id: self.request_id.as_ref(),
+            queue_wait: self.queue_wait,
+            upstream: attempts.upstream,
+            retries: attempts.retries,
+        }
+    }
+}
+
+/// A backend's answer to the request, and its place in the backend's in-flight count;
+/// or why there is none.
+type Answer<'p> = Result<(Reply, InFlight<'p>), ProxyError>;
+
+/// Sends the request to a backend: refuses it from its head alone if it must
+/// (`--max-body`, a target we cannot forward), asks the balancer for candidates, applies
+/// the header policy and `forward`s it with its body. Returns the answer, and whether
+/// the request body was read to its end: only then is the connection at a request
+/// boundary.
+fn send<'p>(
+    proxy: &Proxy,
+    balancer: &'p Balancer,
+    conn: &mut ClientConn,
+    request: &mut Request,
+    kept: &mut Vec<u8>,
+    attempts: &mut Attempts<'p>,
+) -> (Answer<'p>, bool) {
+    let Request {
+        head,
+        peer,
+        started,
+        ..
+    } = request;
+    let mut body = conn.body(head.framing, head.expect_continue, proxy.max_body);
+    let path = match check_declared_length(head.framing, proxy.max_body)
+        .and_then(|()| origin_form(&head.target, &mut head.headers))
+    {
+        Ok(path) => path,
+        Err(err) => return (Err(err), body.is_finished()),
+    };
+    // The pick sees the request as the client sent it, before the header policy.
+    let candidates = balancer.candidates(&PickContext {
+        client: peer.ip(),
+        path,
+        headers: &head.headers,
+    });
+    attempts.candidates(balancer, &candidates);
+    headers::to_upstream(&mut head.headers, peer.ip());
+    let outgoing = Outgoing {
+        method: &head.method,
+        target: path,
+        headers: &head.headers,
+        framing: head.framing,
+        started: *started,
+    };
+    let answer = forward(
+        proxy, balancer, candidates, outgoing, &mut body, kept, attempts,
     );
-    let stats = attempts.last.map_or(&proxy.no_backend, Backend::stats);
-    stats.record(entry.status, entry.started.elapsed(), backend_fault);
-    proxy.log.write(entry, error);
+    // A body the client broke off is the client's fault, whatever the upstream client
+    // made of it.
+    match body.failure() {
+        Some(client_fault) => (Err(client_fault), false),
+        None => (answer, body.is_finished()),
+    }
 }
 
 /// The request as it goes upstream, after the header policy.
@@ -240,7 +323,7 @@ struct Outgoing<'a> {
     method: &'a Method,
     /// Origin-form: path and query.
     target: &'a str,
-    headers: HeaderMap,
+    headers: &'a HeaderMap,
     framing: Framing,
     /// When the request started (the retry budget's clock).
     started: Instant,
@@ -252,11 +335,11 @@ struct Outgoing<'a> {
 /// is the answer. A backend that closes or resets the connection before sending any
 /// byte of an answer (typically a pooled connection it had given up on, or a backend
 /// that died) gets the request sent again, on the next backend (or the same one, on a
-/// fresh connection, if it is the only one), when that is safe and affordable: the
-/// method is idempotent or the request carries `Idempotency-Key`, every body byte sent
-/// so far was kept (`--retry-buffer`), resends are left (`--retries`) and the retry
-/// budget allows one. Connect failures, timeouts and every answer are reported to
-/// `health`. No candidate at all (none available) is `NoBackend`.
+/// fresh connection, if it is the only one), when `Resends` says it is safe and
+/// affordable (retry.rs). Which failure is which is the error's to say
+/// (`ProxyError::may_try_next`, `may_resend`, `counts_against_backend`); connect
+/// failures, timeouts and every answer are reported to `health`. No candidate at all
+/// (none available) is `NoBackend`.
 fn forward<'p>(
     proxy: &Proxy,
     balancer: &'p Balancer,
@@ -265,7 +348,7 @@ fn forward<'p>(
     body: &mut BodyReader<'_>,
     kept: &mut Vec<u8>,
     attempts: &mut Attempts<'p>,
-) -> Result<(Reply, InFlight<'p>), ProxyError> {
+) -> Answer<'p> {
     let Outgoing {
         method,
         target,
@@ -276,19 +359,16 @@ fn forward<'p>(
     let all = balancer.backends();
     let now = clock::ms_at(started);
     proxy.budget.request(now);
-    let may_resend = idempotent(method) || headers.contains_key(IDEMPOTENCY_KEY);
+    let mut resends = Resends::new(method, headers, proxy.retry.retries);
     let keep = match framing {
         Framing::None => 0,
         _ => proxy.retry.buffer,
     };
     let mut body = Replay::new(body, kept, keep);
-    let max_resends = proxy.retry.retries;
     // How many candidates there are, counted at the first failure only.
     let mut count = None;
     let mut refused = 0;
-    let mut resends = 0;
     for backend in candidates.clone().cycle() {
-        let upstream = &backend.upstream;
         attempts.attempt(backend);
         body.rewind();
         let request_body = match framing {
@@ -299,7 +379,10 @@ fn forward<'p>(
         let in_flight = backend.start();
         let sent = Instant::now();
         // The upstream client consumes the headers; another attempt may need them.
-        let err = match upstream.send(method, target, headers.clone(), request_body) {
+        let err = match backend
+            .upstream
+            .send(method, target, headers.clone(), request_body)
+        {
             Ok(reply) => {
                 let took = sent.elapsed();
                 in_flight.record(took);
@@ -312,228 +395,66 @@ fn forward<'p>(
             Err(err) => err,
         };
         let count = *count.get_or_insert_with(|| candidates.clone().count());
-        match err {
-            ProxyError::Connect { .. } => {
-                proxy.health.failed(all, backend, clock::now_ms());
-                refused += 1;
-                if refused >= count {
-                    return Err(err);
-                }
-                eprintln!("roundhouse: {err}; trying the next backend");
-                attempts.retry(backend, &err);
-            }
-            ProxyError::Reset { .. }
-                if may_resend
-                    && body.can_replay()
-                    && resends < max_resends.unwrap_or(count.saturating_sub(1).max(1))
-                    && proxy.budget.try_resend(now) =>
-            {
-                resends += 1;
-                attempts.retry(backend, &err);
-            }
+        if let ProxyError::Timeout { .. } = err {
             // No answer in time is a sample too: at least that slow.
-            ProxyError::Timeout { .. } => {
-                in_flight.record(sent.elapsed());
-                proxy.health.failed(all, backend, clock::now_ms());
+            in_flight.record(sent.elapsed());
+        }
+        if err.counts_against_backend() {
+            proxy.health.failed(all, backend, clock::now_ms());
+        }
+        if err.may_try_next() {
+            refused += 1;
+            if refused >= count {
                 return Err(err);
             }
-            err => return Err(err),
+            eprintln!("roundhouse: {err}; trying the next backend");
+        } else if !resends.allow(&err, body.can_replay(), count, &proxy.budget, now) {
+            return Err(err);
         }
+        attempts.retry(backend, &err);
     }
     Err(ProxyError::NoBackend)
 }
 
-/// A request carrying this header may be sent twice: the backend recognises the repeat
-/// (IETF draft "The Idempotency-Key HTTP Header Field").
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
 /// A body announced larger than `--max-body` is refused from the head alone, before any
 /// backend hears of the request. (A chunked body is counted as it is read, in `http1/`.)
-fn check_declared_length(
-    framing: Framing,
-    max_body: Option<u64>,
-) -> Result<(), (ProxyError, Next)> {
+fn check_declared_length(framing: Framing, max_body: Option<u64>) -> Result<(), ProxyError> {
     match (framing, max_body) {
-        (Framing::Length(len), Some(max)) if len > max => {
-            Err((ProxyError::BodyTooLarge, Next::Close))
-        }
+        (Framing::Length(len), Some(max)) if len > max => Err(ProxyError::BodyTooLarge),
         _ => Ok(()),
     }
 }
 
-/// Methods that mean the same when sent twice (RFC 9110 §9.2.2).
-fn idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
-
-/// The path and query to send upstream. An absolute-form target (`http://host/path`,
-/// RFC 9112 §3.2.2) is reduced to origin-form, and its authority replaces `Host`. The
-/// asterisk form (`OPTIONS *`) asks about the server itself, which a balancer cannot
-/// answer for its backends.
-fn origin_form<'t>(
-    target: &'t str,
-    headers: &mut HeaderMap,
-) -> Result<&'t str, (ProxyError, Next)> {
-    if target.starts_with('/') {
-        return Ok(target);
-    }
-    if target == "*" {
-        return Err((
-            ProxyError::NotImplemented("OPTIONS * is not supported"),
-            Next::KeepAlive,
-        ));
-    }
-    let bad = || (ProxyError::BadRequest("bad request target"), Next::Close);
-    let uri: Uri = target.parse().map_err(|_| bad())?;
-    let authority = uri.authority().ok_or_else(bad)?;
-    if !matches!(uri.scheme_str(), Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
-    {
-        return Err(bad());
-    }
-    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
-    headers.insert(header::HOST, host);
-    // The path starts right after the authority, byte for byte as the client sent it.
-    let start = target
-        .find("://")
-        .map(|i| i + 3 + authority.as_str().len())
-        .ok_or_else(bad)?;
-    Ok(match &target[start..] {
-        "" => "/",
-        rest if rest.starts_with('/') => rest,
-        _ => return Err(bad()),
-    })
-}
-
-/// What a relayed answer came to.
-struct Relayed {
-    status: u16,
-    bytes: u64,
-    next: Next,
-}
-
-/// An answer that broke off after its head was sent.
-struct Broken {
-    status: u16,
-    bytes: u64,
-    error: ProxyError,
-}
-
-/// Streams the backend's answer to the client: head first, then the body as it comes,
-/// framed for this client (length, chunked, or close-delimited for HTTP/1.0).
-fn relay(
-    conn: &mut ClientConn,
-    scratch: &mut Scratch,
-    version: Version,
-    is_head: bool,
-    mut reply: Reply,
-    keep_alive: bool,
-    add_headers: impl FnOnce(&mut HeaderMap),
-) -> Result<Relayed, Broken> {
-    let status = reply.status;
-    let backend = reply.backend;
-    let mut headers = std::mem::take(&mut reply.headers);
-    // HEAD and 304 carry the length the body would have had (RFC 9110 §8.6).
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    headers::to_client(&mut headers);
-    add_headers(&mut headers);
-    let bodyless = is_head || status == 204 || status == 304 || (100..200).contains(&status);
-    let (kind, head_len) = match (bodyless, reply.content_length) {
-        (true, _) if status == 204 || status < 200 => (ResponseBody::None, None),
-        (true, _) => (ResponseBody::None, announced),
-        (false, Some(len)) => (ResponseBody::Length(len), None),
-        (false, None) => (ResponseBody::Unknown, None),
+/// Logs and counts a relayed answer against the backend that gave it.
+fn finish(proxy: &Proxy, request: &Request, attempts: &Attempts<'_>, relayed: &Relayed) {
+    let entry = Entry {
+        status: relayed.status,
+        bytes: relayed.bytes,
+        ..request.entry(attempts)
     };
-
-    let Scratch { out, copy, .. } = scratch;
-    let mut writer = write_head(
-        conn.stream_mut(),
-        out,
-        &ResponseHead {
-            version,
-            status,
-            headers: &headers,
-            body: kind,
-            head_length: head_len,
-            keep_alive,
-        },
-    );
-    let client_gone = |bytes, err: io::Error| Broken {
-        status,
-        bytes,
-        error: ProxyError::ClientGone(err),
-    };
-    let mut bytes = 0u64;
-    if !matches!(kind, ResponseBody::None) {
-        let mut body = reply.into_body();
-        loop {
-            let n = match body.read(copy) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(err) => {
-                    // A stall past --timeout is told apart for the log's termination code.
-                    let error = match err.kind() {
-                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-                            ProxyError::Timeout { backend }
-                        }
-                        _ => ProxyError::Upstream {
-                            backend,
-                            detail: format!("answer broke off: {err}"),
-                        },
-                    };
-                    return Err(Broken {
-                        status,
-                        bytes,
-                        error,
-                    });
-                }
-            };
-            writer
-                .write_all(&copy[..n])
-                .map_err(|e| client_gone(bytes, e))?;
-            bytes += n as u64;
-        }
-    }
-    let next = if writer.keep_alive() {
-        Next::KeepAlive
-    } else {
-        Next::Close
-    };
-    writer.finish().map_err(|e| client_gone(bytes, e))?;
-    Ok(Relayed {
-        status,
-        bytes,
-        next,
-    })
+    proxy
+        .tally
+        .record(&entry, attempts.last, relayed.error.as_ref());
 }
 
 /// Answers a request that could not be proxied with its one status and a short text,
-/// and logs it.
+/// and logs and counts it (`refuse::answer`), against the backend tried last if any.
+/// The request id and the trace go with an error too: that is when they are wanted.
+/// Returns whether the connection may carry another request.
 fn answer_error(
     proxy: &Proxy,
     conn: &mut ClientConn,
-    scratch: &mut Scratch,
-    err: ProxyError,
-    next: Next,
-    mut entry: Entry<'_>,
+    out: &mut Vec<u8>,
+    request: &Request,
     attempts: &Attempts<'_>,
-) -> Next {
-    let Some(status) = err.status() else {
-        finish(proxy, &mut entry, attempts, Some(&err));
-        return Next::Close;
-    };
-    let keep_alive = next == Next::KeepAlive;
-    // The request id and the trace go with an error too: that is when they are wanted.
-    let trace = attempts.header_values(entry.queue_wait);
+    err: &ProxyError,
+    keep_alive: bool,
+) -> bool {
+    let trace = attempts.header_values(request.queue_wait);
     let mut extra: [(&str, &str); 3] = [("", ""); 3];
     let mut n = 0;
     for (name, value) in [
-        ("X-Request-Id", entry.request_id),
+        ("X-Request-Id", request.request_id.as_ref()),
         ("X-Roundhouse-Trace", trace.as_ref().map(|t| &t.0)),
         ("Server-Timing", trace.as_ref().map(|t| &t.1)),
     ] {
@@ -542,62 +463,18 @@ fn answer_error(
             n += 1;
         }
     }
-    let written = write_error(
-        conn.stream_mut(),
-        &mut scratch.out,
-        status,
-        err.client_text(),
-        &extra[..n],
+    let refusal = Refusal {
+        error: err,
+        extra: &extra[..n],
         keep_alive,
-    );
-    entry.status = status;
-    finish(proxy, &mut entry, attempts, Some(&err));
-    match written {
-        Ok(()) => next,
-        Err(_) => Next::Close,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn absolute_form_becomes_origin_form_and_sets_host() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("wrong"));
-        assert_eq!(
-            origin_form("http://shop.example:8080/a%2Fb?q=1", &mut h).ok(),
-            Some("/a%2Fb?q=1")
-        );
-        assert_eq!(h[header::HOST], "shop.example:8080");
-        assert_eq!(origin_form("HTTP://shop.example", &mut h).ok(), Some("/"));
-    }
-
-    #[test]
-    fn origin_form_passes_untouched() {
-        let mut h = HeaderMap::new();
-        assert_eq!(
-            origin_form("//a//b?x=%20", &mut h).ok(),
-            Some("//a//b?x=%20")
-        );
-        assert!(h.is_empty());
-    }
-
-    #[test]
-    fn odd_targets_are_refused() {
-        let mut h = HeaderMap::new();
-        assert!(matches!(
-            origin_form("*", &mut h),
-            Err((ProxyError::NotImplemented(_), _))
-        ));
-        assert!(matches!(
-            origin_form("ftp://x/y", &mut h),
-            Err((ProxyError::BadRequest(_), _))
-        ));
-        assert!(matches!(
-            origin_form("example.com:80", &mut h),
-            Err((ProxyError::BadRequest(_), _))
-        ));
-    }
+    };
+    let mut entry = request.entry(attempts);
+    refuse::answer(
+        &proxy.tally,
+        conn.stream_mut(),
+        out,
+        refusal,
+        &mut entry,
+        attempts.last,
+    )
 }

@@ -1,11 +1,21 @@
-//! What makes a resend safe and affordable: `Replay`, the request body kept as it is
-//! streamed so that it can be sent again, and `Budget`, which caps resends at a fifth of
-//! the requests over a sliding window so that a sick backend cannot double the load on
-//! the healthy ones (a retry storm). `proxy::forward` uses both when a backend closes or
-//! resets the connection before answering.
+//! What makes a resend safe and affordable: `Resends`, the rules of one request (an
+//! idempotent method or `Idempotency-Key`, and how many resends it gets), `Replay`, the
+//! request body kept as it is streamed so that it can be sent again, and `Budget`, which
+//! caps resends at a fifth of the requests over a sliding window so that a sick backend
+//! cannot double the load on the healthy ones (a retry storm). `proxy::forward` asks
+//! `Resends` when a backend closes or resets the connection before answering
+//! (`ProxyError::may_resend`).
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use http::{HeaderMap, Method};
+
+use crate::error::ProxyError;
+
+/// A request carrying this header may be sent twice: the backend recognises the repeat
+/// (IETF draft "The Idempotency-Key HTTP Header Field").
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The sliding window of the budget, in one-second buckets.
 const WINDOW_SECS: u64 = 10;
@@ -14,6 +24,65 @@ const RATIO: f64 = 0.2;
 /// Resends allowed per second whatever the traffic, so that a quiet balancer can still
 /// resend the odd request that hit a stale connection.
 const MIN_PER_SEC: u64 = 3;
+
+/// The resend rules of one request, and the resends it has used.
+pub struct Resends {
+    /// The request means the same when sent twice.
+    safe: bool,
+    /// `--retries`; `None`: one per other candidate, at least one.
+    max: Option<usize>,
+    done: usize,
+}
+
+impl Resends {
+    /// `max`: `--retries`, as configured.
+    pub fn new(method: &Method, headers: &HeaderMap, max: Option<usize>) -> Resends {
+        Resends {
+            safe: idempotent(method) || headers.contains_key(IDEMPOTENCY_KEY),
+            max,
+            done: 0,
+        }
+    }
+
+    /// Whether the attempt that failed with `err` may be sent again, and if so counts
+    /// the resend and takes it from `budget`: the backend gave up before answering
+    /// (`ProxyError::may_resend`), the request is safe to send twice, every body byte
+    /// sent so far was kept (`replayable`), resends are left (`candidates`: how many
+    /// backends the request may go to) and the budget allows one at `now_ms`.
+    pub fn allow(
+        &mut self,
+        err: &ProxyError,
+        replayable: bool,
+        candidates: usize,
+        budget: &Budget,
+        now_ms: u64,
+    ) -> bool {
+        let allowed = err.may_resend()
+            && self.safe
+            && replayable
+            && self.done < self.limit(candidates)
+            // Last: it takes from the budget.
+            && budget.try_resend(now_ms);
+        if allowed {
+            self.done += 1;
+        }
+        allowed
+    }
+
+    /// `--retries`, or by default one resend per other candidate and at least one (an
+    /// only backend gets the request again on a fresh connection).
+    fn limit(&self, candidates: usize) -> usize {
+        self.max.unwrap_or(candidates.saturating_sub(1).max(1))
+    }
+}
+
+/// Methods that mean the same when sent twice (RFC 9110 §9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
 
 /// Requests and resends per second over the last `WINDOW_SECS` seconds. Lock-free: a
 /// bucket that belongs to an old second is reset by the first request of the new one.
@@ -185,6 +254,54 @@ mod tests {
         let mut replay = Replay::new(&mut client, &mut kept, 4);
         assert_eq!(read_all(&mut replay), b"0123");
         assert!(replay.can_replay());
+    }
+
+    fn reset() -> ProxyError {
+        ProxyError::Reset {
+            backend: "127.0.0.1:1".parse().unwrap(),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn idempotent_methods_and_idempotency_keys_are_resent() {
+        let budget = Budget::default();
+        let none = HeaderMap::new();
+        for method in [Method::GET, Method::PUT, Method::DELETE, Method::OPTIONS] {
+            let mut resends = Resends::new(&method, &none, None);
+            assert!(resends.allow(&reset(), true, 2, &budget, 0), "{method}");
+        }
+        let mut post = Resends::new(&Method::POST, &none, None);
+        assert!(!post.allow(&reset(), true, 2, &budget, 0));
+        let mut keyed = HeaderMap::new();
+        keyed.insert(IDEMPOTENCY_KEY, "k-1".parse().unwrap());
+        let mut post = Resends::new(&Method::POST, &keyed, None);
+        assert!(post.allow(&reset(), true, 2, &budget, 0));
+        // Never a body that was streamed away, never after a refused connect.
+        let mut get = Resends::new(&Method::GET, &none, None);
+        assert!(!get.allow(&reset(), false, 2, &budget, 0));
+        let refused = ProxyError::Connect {
+            backend: "127.0.0.1:1".parse().unwrap(),
+            detail: String::new(),
+        };
+        assert!(!get.allow(&refused, true, 2, &budget, 0));
+    }
+
+    #[test]
+    fn resends_default_to_one_per_other_candidate_and_at_least_one() {
+        let budget = Budget::default();
+        let none = HeaderMap::new();
+        let count = |max, candidates| {
+            let mut resends = Resends::new(&Method::GET, &none, max);
+            (0..10)
+                .filter(|_| resends.allow(&reset(), true, candidates, &budget, 0))
+                .count()
+        };
+        assert_eq!(count(None, 1), 1);
+        assert_eq!(count(None, 2), 1);
+        assert_eq!(count(None, 4), 3);
+        assert_eq!(count(Some(0), 4), 0);
+        assert_eq!(count(Some(2), 1), 2);
     }
 
     #[test]

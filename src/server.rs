@@ -13,15 +13,16 @@ use socket2::SockRef;
 
 use crate::access_log::AccessLog;
 use crate::admin;
-use crate::config::{Config, LogFormat};
-use crate::connection::{self, Client, Shared};
+use crate::client::{self, Client};
+use crate::config::Config;
+use crate::connection::{self, Shared};
 use crate::health::{self, Health};
 use crate::listener::{self, Limit};
 use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::proxy::{Proxy, Scratch};
+use crate::refuse::Tally;
 use crate::reload::Control;
-use crate::retry::Budget;
 use crate::shutdown::Shutdown;
 use crate::waiting_room::WaitingRoom;
 
@@ -107,35 +108,32 @@ pub fn start(config: Config) -> io::Result<Running> {
 
     let control = Control::new(config.clone());
     let shutdown = Arc::new(Shutdown::default());
-    let proxy = Proxy {
-        balancer: control.balancer(),
-        shutdown: shutdown.clone(),
-        max_body: config.max_body,
-        log: AccessLog::new(config.log),
-        no_backend: Stats::default(),
-        trace: config.trace_header,
-        request_ids: config.trace_header
-            || matches!(config.log, LogFormat::Combined | LogFormat::Json),
-        health: Health::new(config.health.clone()),
-        retry: config.retry.clone(),
-        budget: Budget::default(),
-    };
+    // The counters of requests no backend was tried for: written through the tally,
+    // read by the admin interface.
+    let no_backend = Arc::new(Stats::default());
+    let tally = Tally::new(AccessLog::new(config.log), no_backend.clone());
+    let health = Arc::new(Health::new(config.health.clone()));
+    let proxy = Proxy::new(
+        &config,
+        control.balancer(),
+        shutdown.clone(),
+        health.clone(),
+        tally.clone(),
+    );
 
     let (waiting_room, room) = WaitingRoom::new(config.idle_timeout)?;
     let shared = Arc::new(Shared {
         proxy,
+        tally: tally.clone(),
+        shutdown: shutdown.clone(),
         waiting_room: waiting_room.clone(),
         client_timeout: config.client_timeout,
     });
-    let admin_shared = shared.clone();
     if config.health.checks.is_some() {
-        let shared = shared.clone();
+        let control = control.clone();
         thread::Builder::new()
             .name("health".into())
-            .spawn(move || {
-                let proxy = &shared.proxy;
-                health::run(|| proxy.balancer.load_full(), &proxy.health)
-            })?;
+            .spawn(move || health::run(|| control.current(), &health))?;
     }
     // Connections with a request ready wait in the pool's queue for a worker.
     let pool = Pool::start(
@@ -148,14 +146,16 @@ pub fn start(config: Config) -> io::Result<Running> {
             move |client| connection::serve(&shared, &backlog, &mut scratch, client)
         },
     )?;
-    room.start(pool.clone(), connection::turn_away)?;
+    // The acceptor and the waiting room both turn connections away at a full queue.
+    let turn_away = move |refused: Client| client::turn_away(&tally, refused);
+    room.start(pool.clone(), turn_away.clone())?;
 
     let limit = Limit::new(config.max_connections.get());
     let admin_addr = match &config.admin {
         None => None,
         Some(admin) => {
             let sources = admin::Sources {
-                shared: admin_shared,
+                no_backend,
                 control: control.clone(),
                 pool: pool.clone(),
                 connections: limit.clone(),
@@ -181,7 +181,7 @@ pub fn start(config: Config) -> io::Result<Running> {
                     Ok(()) => {}
                     // Every worker busy and the queue full: a quick 503 beats a client timeout.
                     Err(TrySendError::Full(client) | TrySendError::Disconnected(client)) => {
-                        connection::turn_away(client)
+                        turn_away(client)
                     }
                 }
             })

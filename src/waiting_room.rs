@@ -19,7 +19,7 @@ use crate::pool::Pool;
 use polling::{Event, Events, Poller};
 use slab::Slab;
 
-use crate::connection::Client;
+use crate::client::Client;
 
 /// The handle workers use to park a connection.
 #[derive(Clone)]

@@ -30,5 +30,8 @@ mod admin;
 #[path = "it/operations.rs"]
 mod operations;
 
+#[path = "it/refusals.rs"]
+mod refusals;
+
 #[path = "it/health.rs"]
 mod health;

@@ -24,10 +24,7 @@ pub fn render(sources: &Sources) -> String {
             )
         })
         .collect();
-    rows.push((
-        NO_BACKEND.into(),
-        sources.shared.proxy.no_backend.snapshot(),
-    ));
+    rows.push((NO_BACKEND.into(), sources.no_backend.snapshot()));
     let mut out = String::with_capacity(2048 + rows.len() * 2048);
 
     header(&mut out, &metrics::REQUESTS);

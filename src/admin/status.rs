@@ -27,7 +27,7 @@ pub fn render(sources: &Sources, history: &History) -> Value {
         })
         .collect();
     let pool = &sources.pool;
-    let none = sources.shared.proxy.no_backend.snapshot();
+    let none = sources.no_backend.snapshot();
     json!({
         "strategy": balancer.strategy_name(),
         "uptime_seconds": round3(sources.started.elapsed().as_secs_f64()),
