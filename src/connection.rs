@@ -11,7 +11,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::config::MAX_HEAD;
 use crate::error::ProxyError;
-use crate::http1::{ClientConn, write_error};
+use crate::http1::{ClientConn, HeadProgress, write_error};
 use crate::listener::Slot;
 use crate::pool::Backlog;
 use crate::proxy::{self, Next, Proxy, Scratch};
@@ -67,7 +67,6 @@ impl Client {
 pub struct Shared {
     pub proxy: Proxy,
     pub waiting_room: WaitingRoom,
-    pub client_timeout: Duration,
 }
 
 /// Serves requests on one connection while they keep coming, then parks it or closes it.
@@ -79,9 +78,14 @@ pub fn serve(
 ) {
     // Only the first request of this turn waited in the queue; the others came straight.
     let mut queue_wait = client.queued.elapsed();
+    // Its head was read before it queued: a client that left meanwhile gets nothing
+    // forwarded.
+    if client.conn.peer_gone() {
+        return;
+    }
     loop {
-        let deadline = Instant::now() + shared.client_timeout;
-        let mut head = match client.conn.read_head(deadline) {
+        // The event side (or the check below) saw this head whole: no waiting here.
+        let mut head = match client.conn.take_head() {
             Ok(Some(head)) => head,
             // Closed, or idle and silent: nothing to answer.
             Ok(None) => return,
@@ -118,32 +122,50 @@ pub fn serve(
         } else {
             Duration::ZERO
         };
-        if client.conn.has_buffered() || readable_within(client.conn.stream(), wait) {
-            continue;
+        if !client.conn.has_buffered() && !readable_within(client.conn.stream(), wait) {
+            shared.waiting_room.park(client);
+            return;
         }
-        shared.waiting_room.park(client);
-        return;
+        match client.conn.fill_head() {
+            HeadProgress::Ready => {}
+            // The rest of the head is the waiting room's to wait for, not a worker's.
+            HeadProgress::Waiting { .. } => {
+                shared.waiting_room.park(client);
+                return;
+            }
+            HeadProgress::Closed => return,
+        }
     }
 }
 
 /// Turns a connection away when every worker is busy and the queue is full: 503 with
-/// `Retry-After`, then close. Runs on the acceptor or waiting-room thread, so it never
-/// blocks: whatever the client already sent is read and dropped (closing a socket with
-/// unread data would reset it and could destroy the 503 before the client reads it).
-pub fn turn_away(mut client: Client) {
-    let err = ProxyError::Overloaded;
+/// `Retry-After`, then close.
+pub fn turn_away(client: Client) {
+    refuse(client, ProxyError::Overloaded);
+}
+
+/// Answers a connection that cannot go on with its error (`Overloaded` gets
+/// `Retry-After`), then closes it. Runs on the acceptor or waiting-room thread, so it
+/// never blocks: whatever the client already sent is read and dropped (closing a socket
+/// with unread data would reset it and could destroy the answer before the client
+/// reads it).
+pub fn refuse(mut client: Client, err: ProxyError) {
     let stream = client.conn.stream_mut();
     let _ = stream.set_nonblocking(true);
     let mut sink = [0u8; 4096];
     while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
     let mut out = Vec::new();
     let status = err.status().unwrap_or(503);
+    let retry_after: &[(&str, &str)] = match err {
+        ProxyError::Overloaded => &[("Retry-After", "1")],
+        _ => &[],
+    };
     let _ = write_error(
         stream,
         &mut out,
         status,
         err.client_text(),
-        &[("Retry-After", "1")],
+        retry_after,
         false,
     );
     let _ = stream.shutdown(Shutdown::Write);

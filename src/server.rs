@@ -16,18 +16,22 @@ use crate::admin;
 use crate::config::{Config, LogFormat};
 use crate::connection::{self, Client, Shared};
 use crate::health::{self, Health};
+use crate::http1::HeadProgress;
 use crate::listener::{self, Limit};
 use crate::metrics::Stats;
-use crate::pool::Pool;
+use crate::pool::{Pool, Sizes};
 use crate::proxy::{Proxy, Scratch};
 use crate::reload::Control;
 use crate::retry::Budget;
 use crate::shutdown::Shutdown;
-use crate::waiting_room::WaitingRoom;
+use crate::waiting_room::{Timeouts, WaitingRoom};
 
 /// Worker stacks: a request needs little stack (buffers live on the heap), and 512
 /// threads at the default 2 MiB would reserve a gigabyte of address space.
 const WORKER_STACK: usize = 256 * 1024;
+
+/// A worker beyond the first few that has had no job for this long ends (pool.rs).
+const WORKER_IDLE_EXIT: Duration = Duration::from_secs(30);
 
 /// A running balancer.
 pub struct Running {
@@ -52,6 +56,11 @@ impl Running {
     }
 
     /// The admin interface's bound address (useful with port 0).
+    /// Client connections open now (accepted and not yet closed).
+    pub fn open_connections(&self) -> usize {
+        self.connections.open()
+    }
+
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
     }
@@ -121,11 +130,13 @@ pub fn start(config: Config) -> io::Result<Running> {
         budget: Budget::default(),
     };
 
-    let (waiting_room, room) = WaitingRoom::new(config.idle_timeout)?;
+    let (waiting_room, room) = WaitingRoom::new(Timeouts {
+        idle: config.idle_timeout,
+        head: config.client_timeout,
+    })?;
     let shared = Arc::new(Shared {
         proxy,
         waiting_room: waiting_room.clone(),
-        client_timeout: config.client_timeout,
     });
     let admin_shared = shared.clone();
     if config.health.checks.is_some() {
@@ -139,16 +150,19 @@ pub fn start(config: Config) -> io::Result<Running> {
     }
     // Connections with a request ready wait in the pool's queue for a worker.
     let pool = Pool::start(
-        config.workers,
-        config.queue,
-        WORKER_STACK,
+        Sizes {
+            workers: config.workers,
+            queue: config.queue,
+            stack_size: WORKER_STACK,
+            idle_exit: WORKER_IDLE_EXIT,
+        },
         move |_, backlog| {
             let shared = shared.clone();
             let mut scratch = Scratch::default();
             move |client| connection::serve(&shared, &backlog, &mut scratch, client)
         },
     )?;
-    room.start(pool.clone(), connection::turn_away)?;
+    room.start(pool.clone(), connection::refuse)?;
 
     let limit = Limit::new(config.max_connections.get());
     let admin_addr = match &config.admin {
@@ -172,17 +186,27 @@ pub fn start(config: Config) -> io::Result<Running> {
     let client_timeout = config.client_timeout;
     let connections = limit.clone();
     let listener_handle = listener.try_clone()?;
+    let room = waiting_room.clone();
     let acceptor = thread::Builder::new()
         .name("acceptor".into())
         .spawn(move || {
             listener::run(listener, limit, |stream, peer, slot| {
-                let client = Client::new(stream, peer, slot, client_timeout);
-                match pool.try_submit(client) {
-                    Ok(()) => {}
-                    // Every worker busy and the queue full: a quick 503 beats a client timeout.
-                    Err(TrySendError::Full(client) | TrySendError::Disconnected(client)) => {
-                        connection::turn_away(client)
-                    }
+                let mut client = Client::new(stream, peer, slot, client_timeout);
+                // One read that never waits: most clients send their request with the
+                // connection (and TCP_DEFER_ACCEPT lets the kernel hold those that do
+                // not for a moment), so most go straight to a worker.
+                match client.conn.fill_head() {
+                    HeadProgress::Ready => match pool.try_submit(client) {
+                        Ok(()) => {}
+                        // Every worker busy and the queue full: a quick 503 beats a
+                        // client timeout.
+                        Err(TrySendError::Full(client) | TrySendError::Disconnected(client)) => {
+                            connection::turn_away(client)
+                        }
+                    },
+                    // A worker only ever works: the waiting room waits for the head.
+                    HeadProgress::Waiting { .. } => room.admit(client),
+                    HeadProgress::Closed => {}
                 }
             })
         })?;

@@ -32,3 +32,6 @@ mod operations;
 
 #[path = "it/health.rs"]
 mod health;
+
+#[path = "it/slow_clients.rs"]
+mod slow_clients;
