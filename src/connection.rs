@@ -101,6 +101,8 @@ pub fn serve(
                         false,
                     );
                 }
+                // Closes once the client has read the answer, not with a reset.
+                shared.waiting_room.linger(client);
                 return;
             }
         };
@@ -111,6 +113,11 @@ pub fn serve(
         let next = proxy::handle(&shared.proxy, &mut client.conn, head, scratch, queue_wait);
         // Also when the shutdown began during the request: close rather than park.
         if next == Next::Close || shared.proxy.shutdown.is_stopping() {
+            // The client may still be sending what nobody read (a refused body): let it
+            // read the answer before the close.
+            if client.conn.has_buffered() {
+                shared.waiting_room.linger(client);
+            }
             return;
         }
         queue_wait = Duration::ZERO;

@@ -11,7 +11,10 @@
 //! is not whole by its deadline gets 408; a new or idle connection that stays silent
 //! past its deadline is closed. The acceptor (`server.rs`) sends new connections here
 //! when their first bytes are not a whole head yet; `connection.rs` parks connections
-//! here between requests.
+//! here between requests. A connection closing after an error answer while its client
+//! may still be sending lingers here too: its write side is shut, and what the client
+//! sends is read and dropped for a moment, so that the client reads the answer instead
+//! of a reset (nginx's lingering close).
 //!
 //! Written on `polling` (a thin epoll wrapper): the standard library has no readiness API,
 //! and a whole event loop crate would bring a runtime we do not want.
@@ -49,7 +52,19 @@ enum Phase {
     /// A request head is due: the first one of a new connection, or the rest of one
     /// already started. The whole head has `--client-timeout` from then.
     Head,
+    /// Answered and closing: the client's last bytes are read and dropped, for
+    /// `LINGER` and `LINGER_BYTES` at most.
+    Linger,
 }
+
+/// How long a closing connection lingers, and how much of what its client still sends
+/// is read before it is closed anyway.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// What one readiness event may drop of a lingering client's bytes, so that one client
+/// sending fast cannot keep the room from the others.
+const LINGER_STEP: usize = 64 * 1024;
 
 /// The two timeouts of a wait.
 #[derive(Clone, Copy, Debug)]
@@ -74,6 +89,7 @@ impl WaitingRoom {
             parked: Slab::new(),
             idle_expiry: VecDeque::new(),
             head_expiry: VecDeque::new(),
+            linger_expiry: VecDeque::new(),
             next_seq: 0,
             timeouts,
         };
@@ -106,6 +122,15 @@ impl WaitingRoom {
         self.send(client, phase);
     }
 
+    /// A connection that was answered and must close while its client may still be
+    /// sending (an error answer, a body left unread): shuts the write side now, so the
+    /// answer is followed by a clean end, and reads what comes until the client closes
+    /// too or the linger ends.
+    pub fn linger(&self, client: Client) {
+        let _ = client.conn.stream().shutdown(std::net::Shutdown::Write);
+        self.send(client, Phase::Linger);
+    }
+
     fn send(&self, client: Client, phase: Phase) {
         // Relaxed: a connection parked in a race with `close` is closed by the room
         // (which checks after taking arrivals) or, once the room is gone, by the failed send.
@@ -131,6 +156,8 @@ struct Parked {
     phase: Phase,
     /// Until when it may wait; an expiry entry for another deadline is stale.
     deadline: Instant,
+    /// Bytes dropped while lingering.
+    dropped: usize,
     /// Tells this stay apart from a later one in the same slab slot.
     seq: u64,
 }
@@ -148,6 +175,7 @@ pub struct Room {
     /// when they come up.
     idle_expiry: VecDeque<(Instant, usize, u64)>,
     head_expiry: VecDeque<(Instant, usize, u64)>,
+    linger_expiry: VecDeque<(Instant, usize, u64)>,
     next_seq: u64,
     timeouts: Timeouts,
 }
@@ -188,6 +216,16 @@ impl Room {
                 let Some(parked) = self.parked.get_mut(key) else {
                     continue;
                 };
+                if parked.phase == Phase::Linger {
+                    let (n, closed) = parked.client.conn.discard_input(LINGER_STEP);
+                    parked.dropped += n;
+                    if closed || parked.dropped >= LINGER_BYTES {
+                        drop(self.leave(key));
+                    } else {
+                        self.watch(key);
+                    }
+                    continue;
+                }
                 let progress = parked.client.conn.fill_head();
                 match progress {
                     HeadProgress::Ready => {
@@ -235,6 +273,7 @@ impl Room {
             + match phase {
                 Phase::Idle => self.timeouts.idle,
                 Phase::Head => self.timeouts.head,
+                Phase::Linger => LINGER,
             };
         let entry = self.parked.vacant_entry();
         let key = entry.key();
@@ -249,13 +288,10 @@ impl Room {
             client,
             phase,
             deadline,
+            dropped: 0,
             seq,
         });
-        match phase {
-            Phase::Idle => &mut self.idle_expiry,
-            Phase::Head => &mut self.head_expiry,
-        }
-        .push_back((deadline, key, seq));
+        self.expiry(phase).push_back((deadline, key, seq));
     }
 
     /// Watches a parked connection again: epoll reports each one once (oneshot) until
@@ -275,13 +311,20 @@ impl Room {
         parked.client
     }
 
-    /// The earliest deadline of either phase.
-    fn next_deadline(&self) -> Option<Instant> {
-        let first = |q: &VecDeque<(Instant, usize, u64)>| q.front().map(|e| e.0);
-        match (first(&self.idle_expiry), first(&self.head_expiry)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    fn expiry(&mut self, phase: Phase) -> &mut VecDeque<(Instant, usize, u64)> {
+        match phase {
+            Phase::Idle => &mut self.idle_expiry,
+            Phase::Head => &mut self.head_expiry,
+            Phase::Linger => &mut self.linger_expiry,
         }
+    }
+
+    /// The earliest deadline of any phase.
+    fn next_deadline(&self) -> Option<Instant> {
+        [&self.idle_expiry, &self.head_expiry, &self.linger_expiry]
+            .into_iter()
+            .filter_map(|q| q.front().map(|e| e.0))
+            .min()
     }
 
     /// Closes every parked connection (shutdown).
@@ -291,17 +334,15 @@ impl Room {
         }
         self.idle_expiry.clear();
         self.head_expiry.clear();
+        self.linger_expiry.clear();
     }
 
-    /// Ends the waits that passed their deadline: a silent connection is closed, a
-    /// started head gets 408.
+    /// Ends the waits that passed their deadline: a silent or lingering connection is
+    /// closed, a started head gets 408.
     fn expire(&mut self, now: Instant, refuse: &impl Fn(Client, ProxyError)) {
-        for phase in [Phase::Idle, Phase::Head] {
+        for phase in [Phase::Idle, Phase::Head, Phase::Linger] {
             loop {
-                let queue = match phase {
-                    Phase::Idle => &mut self.idle_expiry,
-                    Phase::Head => &mut self.head_expiry,
-                };
+                let queue = self.expiry(phase);
                 let Some(&(deadline, key, seq)) = queue.front() else {
                     break;
                 };
@@ -317,7 +358,7 @@ impl Room {
                     continue;
                 }
                 let client = self.leave(key);
-                if client.conn.has_buffered() {
+                if phase == Phase::Head && client.conn.has_buffered() {
                     refuse(client, ProxyError::ClientTimeout);
                 }
                 // Otherwise dropping the client closes the socket and frees its slot.

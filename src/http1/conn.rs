@@ -163,6 +163,29 @@ impl ClientConn {
         }
     }
 
+    /// Reads and drops what the client sends, without waiting, up to `limit` bytes: for
+    /// a connection that closes after an answer while the client may still be sending
+    /// (lingering close). Returns the bytes dropped and whether the client closed (or
+    /// the socket failed), after which there is nothing left to wait for.
+    pub fn discard_input(&mut self, limit: usize) -> (usize, bool) {
+        (self.start, self.end) = (0, 0);
+        self.buf = Vec::new();
+        self.unread_body = false;
+        let mut sink = [0u8; 16 * 1024];
+        let mut dropped = 0;
+        while dropped < limit {
+            let room = sink.len().min(limit - dropped);
+            match recv(&self.stream, &mut sink[..room], RecvFlags::DONTWAIT) {
+                Ok((_, 0)) => return (dropped, true),
+                Ok((_, n)) => dropped += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => return (dropped, false),
+                Err(_) => return (dropped, true),
+            }
+        }
+        (dropped, false)
+    }
+
     /// Reads one request head.
     ///
     /// The caller has set SO_RCVTIMEO: the first read relies on it. If the head is not

@@ -83,3 +83,28 @@ fn a_request_whose_client_reset_before_a_worker_took_it_never_reaches_the_backen
         ["GET /first HTTP/1.1", "GET /after HTTP/1.1"]
     );
 }
+
+#[test]
+fn an_error_answer_is_read_whole_by_a_client_that_kept_sending() {
+    let backend = Backend::hello("ok");
+    let lb = start_balancer(&[&backend], &["--max-body", "1k"]);
+    let mut c = Client::connect(lb.addr);
+    // The whole upload goes out before the client reads anything: the 413 is decided
+    // from the head, and the body is still coming when the balancer closes.
+    c.send("POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000\r\n\r\n");
+    let mut writer = c.stream().try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let chunk = [b'x'; 16 * 1024];
+        (0..16)
+            .take_while(|_| writer.write_all(&chunk).is_ok())
+            .count()
+    });
+    sender.join().unwrap();
+    let (reply, ending) = c.rest();
+    let text = String::from_utf8_lossy(&reply);
+    let responses = parse_responses(&reply);
+    assert_eq!(responses.len(), 1, "{ending:?}: {text:?}");
+    assert_eq!(responses[0].status, 413, "{text:?}");
+    assert!(ending == Ending::Eof, "reset after the answer: {text:?}");
+    assert_eq!(backend.heads(), 0);
+}
