@@ -1,7 +1,8 @@
 //! A client: one accepted connection and its place under `--max-connections`, from the
 //! accept (`listener.rs`) to its close. It travels between the workers' queue (`pool.rs`,
 //! served by `connection.rs`) and the waiting room (`waiting_room.rs`), which both know
-//! it from here; `turn_away` refuses a whole connection when that queue is full.
+//! it from here; `refuse` turns a whole connection away from the event side (a full
+//! queue, a head past its deadline).
 
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -57,23 +58,30 @@ impl Client {
     }
 }
 
-/// Turns a connection away when every worker is busy and the queue is full: 503 with
-/// `Retry-After`, logged and counted like every refusal (`PQ`), then close. Runs on the
-/// acceptor or waiting-room thread, so its socket work never blocks: whatever the
-/// client already sent is read and dropped (closing a socket with unread data would
-/// reset it and could destroy the 503 before the client reads it), and the answer is
-/// written without waiting. The log line goes to stdout like a worker's.
-pub fn turn_away(tally: &Tally, mut client: Client) {
+/// Refuses a whole connection from the event side: 503 with `Retry-After` when every
+/// worker is busy and the queue is full (`PQ`), 408 when its head did not arrive in
+/// time (`cR`); logged and counted like every refusal. Runs on the acceptor or
+/// waiting-room thread, so its socket work never blocks: whatever the client already
+/// sent is read and dropped, and the answer is written without waiting. The write side
+/// is shut after the answer; the caller lets the connection linger in the waiting room
+/// until the client has read it (closing a socket with unread input would reset it and
+/// could destroy the answer). The log line goes to stdout like a worker's.
+pub fn refuse(tally: &Tally, mut client: Client, error: ProxyError) -> Client {
     let mut entry = Entry::unread(client.conn.peer(), Instant::now(), Duration::ZERO);
     let stream = client.conn.stream_mut();
     let _ = stream.set_nonblocking(true);
     let mut sink = [0u8; 4096];
     while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    let retry_after: &[(&str, &str)] = match error {
+        ProxyError::Overloaded => &[("Retry-After", "1")],
+        _ => &[],
+    };
     let refusal = Refusal {
-        error: &ProxyError::Overloaded,
-        extra: &[("Retry-After", "1")],
+        error: &error,
+        extra: retry_after,
         keep_alive: false,
     };
     refuse::answer(tally, stream, &mut Vec::new(), refusal, &mut entry, None);
     let _ = stream.shutdown(Shutdown::Write);
+    client
 }

@@ -12,6 +12,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::access_log::Entry;
 use crate::client::Client;
+use crate::http1::HeadProgress;
 use crate::pool::Backlog;
 use crate::proxy::{self, Next, Proxy, Scratch};
 use crate::refuse::{self, Refusal, Tally};
@@ -34,7 +35,6 @@ pub struct Shared {
     /// Once begun, a served connection is closed rather than parked.
     pub shutdown: Arc<Shutdown>,
     pub waiting_room: WaitingRoom,
-    pub client_timeout: Duration,
 }
 
 /// Serves requests on one connection while they keep coming, then parks it or closes it.
@@ -46,9 +46,15 @@ pub fn serve(
 ) {
     // Only the first request of this turn waited in the queue; the others came straight.
     let mut queue_wait = client.queue_wait();
+    // Its head was read before it queued: a client that left meanwhile gets nothing
+    // forwarded.
+    if client.conn.peer_gone() {
+        return;
+    }
     loop {
         let started = Instant::now();
-        let head = match client.conn.read_head(started + shared.client_timeout) {
+        // The event side (or the check below) saw this head whole: no waiting here.
+        let head = match client.conn.take_head() {
             Ok(Some(head)) => head,
             // Closed, or idle and silent: not a request, nothing to answer or log.
             Ok(None) => return,
@@ -69,12 +75,19 @@ pub fn serve(
                     &mut entry,
                     None,
                 );
+                // Closes once the client has read the answer, not with a reset.
+                shared.waiting_room.linger(client);
                 return;
             }
         };
         let next = proxy::handle(&shared.proxy, &mut client.conn, head, scratch, queue_wait);
         // Also when the shutdown began after the answer: close rather than park.
         if next == Next::Close || shared.shutdown.is_stopping() {
+            // The client may still be sending what nobody read (a refused body): let it
+            // read the answer before the close.
+            if client.conn.has_buffered() {
+                shared.waiting_room.linger(client);
+            }
             return;
         }
         queue_wait = Duration::ZERO;
@@ -86,11 +99,19 @@ pub fn serve(
         } else {
             Duration::ZERO
         };
-        if client.conn.has_buffered() || readable_within(client.conn.stream(), wait) {
-            continue;
+        if !client.conn.has_buffered() && !readable_within(client.conn.stream(), wait) {
+            shared.waiting_room.park(client);
+            return;
         }
-        shared.waiting_room.park(client);
-        return;
+        match client.conn.fill_head() {
+            HeadProgress::Ready => {}
+            // The rest of the head is the waiting room's to wait for, not a worker's.
+            HeadProgress::Waiting { .. } => {
+                shared.waiting_room.park(client);
+                return;
+            }
+            HeadProgress::Closed => return,
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! 1. `listener` accepts a connection (at most `--max-connections` at once), makes it a
 //!    `client` and puts it on a bounded queue; a full queue gets 503 right there
-//!    (`client::turn_away`).
+//!    (`client::refuse`).
 //! 2. `pool` runs worker threads, started as the load needs them up to `--workers`,
 //!    that take connections off the queue.
 //! 3. `connection` serves one connection: it reads a request head with `http1` (our own

@@ -30,7 +30,40 @@ pub fn bind(addr: SocketAddr, client_timeout: Duration) -> io::Result<TcpListene
     }
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
+    defer_accept(&socket);
     Ok(socket.into())
+}
+
+/// Linux's TCP_DEFER_ACCEPT (nginx's `deferred`): `accept` returns a connection only once
+/// its first bytes have arrived, or after about a second without any, when the kernel
+/// hands it over anyway. A client that connects and sends at once, the common case, is
+/// then accepted with its request already there and goes straight to a worker; one that
+/// stays silent waits in the kernel for that second, then in the waiting room. Neither
+/// socket2 nor rustix has this option, hence libc (already in the tree through them).
+fn defer_accept(socket: &Socket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let seconds: libc::c_int = 1;
+        // SAFETY: a valid socket, and a pointer to an int of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&seconds as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            eprintln!(
+                "roundhouse: TCP_DEFER_ACCEPT: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
 }
 
 /// Counts open client connections. The acceptor waits (parked) while the count is at

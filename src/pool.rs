@@ -1,7 +1,9 @@
 //! The worker pool: named threads that take jobs from one bounded crossbeam queue and run
 //! a handler on each. At most `--workers` threads; they are started as the load needs
-//! them (a job waiting and no worker idle) and then stay, so an idle balancer holds a few
-//! threads and a busy one all of them. It knows no HTTP: `server.rs` gives it a handler
+//! them (a job waiting and no worker idle), and a worker beyond the first few that has
+//! had no job for `idle_exit` (30 s in the balancer) ends, so a burst does not leave
+//! hundreds of threads behind: an idle balancer holds a few threads, a busy one as many
+//! as it keeps busy. It knows no HTTP: `server.rs` gives it a handler
 //! that serves a client connection (`connection::serve`), and the listener and the
 //! waiting room submit connections.
 
@@ -12,10 +14,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use std::time::Duration;
 
-/// Workers started up front: enough to serve the first requests at once.
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+
+/// Workers started up front: enough to serve the first requests at once. Also the floor
+/// below which idle workers do not end.
 const INITIAL_WORKERS: usize = 4;
+
+/// How many threads, how many waiting jobs, and how long a spare worker stays idle.
+pub struct Sizes {
+    /// At most this many workers.
+    pub workers: NonZeroUsize,
+    /// At most this many jobs waiting for a worker.
+    pub queue: NonZeroUsize,
+    pub stack_size: usize,
+    /// A worker beyond `INITIAL_WORKERS` with no job for this long ends.
+    pub idle_exit: Duration,
+}
 
 /// Makes one worker's job handler; called once in each new worker thread, so that a
 /// handler can own per-thread scratch buffers.
@@ -51,33 +67,38 @@ struct Shared<T> {
     queue: Receiver<T>,
     max: usize,
     stack_size: usize,
-    /// Threads started so far; only grows, up to `max`.
+    idle_exit: Duration,
+    /// Workers running now, up to `max`: raised by `spawn_worker`, lowered by a worker
+    /// that ends (`retire`).
     started: AtomicUsize,
+    /// Workers ever started, to name them.
+    named: AtomicUsize,
     /// Workers waiting for a job right now.
     idle: AtomicUsize,
     make_handler: Box<MakeHandler<T>>,
 }
 
 impl<T: Send + 'static> Pool<T> {
-    /// A pool of at most `workers` threads with small stacks over a queue of `queue`
-    /// jobs. A panicking job costs that job only: its worker goes on.
+    /// A pool of at most `sizes.workers` threads with small stacks over a queue of
+    /// `sizes.queue` jobs. A panicking job costs that job only: its worker goes on.
     pub fn start<H>(
-        workers: NonZeroUsize,
-        queue: NonZeroUsize,
-        stack_size: usize,
+        sizes: Sizes,
         make_handler: impl Fn(usize, Backlog<T>) -> H + Send + Sync + 'static,
     ) -> io::Result<Pool<T>>
     where
         H: FnMut(T) + 'static,
     {
-        let (jobs, queue) = bounded(queue.get());
+        let workers = sizes.workers;
+        let (jobs, queue) = bounded(sizes.queue.get());
         let pool = Pool {
             jobs,
             shared: Arc::new(Shared {
                 queue,
                 max: workers.get(),
-                stack_size,
+                stack_size: sizes.stack_size,
+                idle_exit: sizes.idle_exit,
                 started: AtomicUsize::new(0),
+                named: AtomicUsize::new(0),
                 idle: AtomicUsize::new(0),
                 make_handler: Box::new(move |id, backlog| Box::new(make_handler(id, backlog))),
             }),
@@ -100,7 +121,7 @@ impl<T: Send + 'static> Pool<T> {
         self.jobs.len()
     }
 
-    /// Worker threads started so far.
+    /// Worker threads running now.
     pub fn workers(&self) -> usize {
         self.shared.started.load(Ordering::Relaxed)
     }
@@ -126,6 +147,22 @@ fn grow_if_needed<T: Send + 'static>(shared: &Arc<Shared<T>>) {
     }
 }
 
+/// Ends an idle worker unless it is one of the first few. A job queued while it was
+/// deciding still finds a thread: it looks again, as a submitter would.
+fn retire<T: Send + 'static>(shared: &Arc<Shared<T>>) -> bool {
+    // Relaxed: the count only bounds the threads; no other memory hangs on it.
+    let retired = shared
+        .started
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n > INITIAL_WORKERS).then(|| n - 1)
+        })
+        .is_ok();
+    if retired {
+        grow_if_needed(shared);
+    }
+    retired
+}
+
 fn spawn_worker<T: Send + 'static>(shared: &Arc<Shared<T>>) -> io::Result<()> {
     // Claim a thread number below the limit; lose the race, start nothing.
     let id = shared.started.fetch_add(1, Ordering::Relaxed);
@@ -134,16 +171,22 @@ fn spawn_worker<T: Send + 'static>(shared: &Arc<Shared<T>>) -> io::Result<()> {
         return Ok(());
     }
     let pool = shared.clone();
+    let name = shared.named.fetch_add(1, Ordering::Relaxed);
     let spawned = thread::Builder::new()
-        .name(format!("worker-{id}"))
+        .name(format!("worker-{name}"))
         .stack_size(shared.stack_size)
         .spawn(move || {
             let mut handle = (pool.make_handler)(id, Backlog(pool.queue.clone()));
             loop {
                 pool.idle.fetch_add(1, Ordering::Relaxed);
-                let job = pool.queue.recv();
+                let job = pool.queue.recv_timeout(pool.idle_exit);
                 pool.idle.fetch_sub(1, Ordering::Relaxed);
-                let Ok(job) = job else { return };
+                let job = match job {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) if retire(&pool) => return,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
                 grow_if_needed(&pool);
                 // The job (and so its connection) is dropped while unwinding.
                 if panic::catch_unwind(AssertUnwindSafe(|| handle(job))).is_err() {
@@ -162,14 +205,19 @@ mod tests {
     use super::*;
     use std::sync::Barrier;
 
-    fn nz(n: usize) -> NonZeroUsize {
-        NonZeroUsize::new(n).unwrap()
+    fn sizes(workers: usize, queue: usize) -> Sizes {
+        Sizes {
+            workers: NonZeroUsize::new(workers).unwrap(),
+            queue: NonZeroUsize::new(queue).unwrap(),
+            stack_size: 256 * 1024,
+            idle_exit: Duration::from_secs(30),
+        }
     }
 
     #[test]
     fn a_panicking_job_costs_only_itself() {
         let (done_tx, done_rx) = bounded::<u32>(8);
-        let pool = Pool::start(nz(1), nz(8), 256 * 1024, move |_, _| {
+        let pool = Pool::start(sizes(1, 8), move |_, _| {
             let done = done_tx.clone();
             move |job: u32| {
                 if job == 2 {
@@ -193,7 +241,7 @@ mod tests {
         // Ten jobs that all block until ten are running at once: that needs ten threads,
         // more than the initial few; the limit of ten is never passed.
         let running = Arc::new(Barrier::new(10 + 1));
-        let pool = Pool::start(nz(10), nz(64), 256 * 1024, {
+        let pool = Pool::start(sizes(10, 64), {
             let running = running.clone();
             move |_, _| {
                 let running = running.clone();
@@ -220,7 +268,7 @@ mod tests {
     #[test]
     fn a_full_queue_hands_the_job_back() {
         let gate = Arc::new(Barrier::new(2));
-        let pool = Pool::start(nz(1), nz(1), 256 * 1024, {
+        let pool = Pool::start(sizes(1, 1), {
             let gate = gate.clone();
             move |_, _| {
                 let gate = gate.clone();
@@ -238,5 +286,43 @@ mod tests {
         assert!(matches!(pool.try_submit(3), Err(TrySendError::Full(3))));
         gate.wait();
         gate.wait();
+    }
+
+    #[test]
+    fn workers_beyond_the_first_few_end_when_idle() {
+        let running = Arc::new(Barrier::new(10 + 1));
+        let pool = Pool::start(
+            Sizes {
+                idle_exit: Duration::from_millis(50),
+                ..sizes(10, 64)
+            },
+            {
+                let running = running.clone();
+                move |_, _| {
+                    let running = running.clone();
+                    move |_job: u32| {
+                        running.wait();
+                    }
+                }
+            },
+        )
+        .unwrap();
+        for job in 0..10 {
+            pool.try_submit(job).unwrap();
+        }
+        running.wait();
+        assert_eq!(pool.workers(), 10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pool.workers() > INITIAL_WORKERS {
+            assert!(std::time::Instant::now() < deadline, "idle workers stayed");
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(pool.workers(), INITIAL_WORKERS);
+        // Those left still take jobs, and the pool grows again when they are not enough.
+        for job in 0..10 {
+            pool.try_submit(job).unwrap();
+        }
+        running.wait();
+        assert_eq!(pool.workers(), 10);
     }
 }

@@ -15,10 +15,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::access_log::{Entry, RequestLine};
 use crate::balancer::{Balancer, Candidates, InFlight, PickContext};
+use crate::clock;
 use crate::config::{Config, LogFormat, RetryConfig};
 use crate::error::ProxyError;
 use crate::headers;
-use crate::clock;
 use crate::health::Health;
 use crate::http1::{BodyReader, ClientConn, Framing, RequestHead};
 use crate::refuse::{self, Refusal, Tally};

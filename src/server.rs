@@ -16,19 +16,24 @@ use crate::admin;
 use crate::client::{self, Client};
 use crate::config::Config;
 use crate::connection::{self, Shared};
+use crate::error::ProxyError;
 use crate::health::{self, Health};
+use crate::http1::HeadProgress;
 use crate::listener::{self, Limit};
 use crate::metrics::Stats;
-use crate::pool::Pool;
+use crate::pool::{Pool, Sizes};
 use crate::proxy::{Proxy, Scratch};
 use crate::refuse::Tally;
 use crate::reload::Control;
 use crate::shutdown::Shutdown;
-use crate::waiting_room::WaitingRoom;
+use crate::waiting_room::{Timeouts, WaitingRoom};
 
 /// Worker stacks: a request needs little stack (buffers live on the heap), and 512
 /// threads at the default 2 MiB would reserve a gigabyte of address space.
 const WORKER_STACK: usize = 256 * 1024;
+
+/// A worker beyond the first few that has had no job for this long ends (pool.rs).
+const WORKER_IDLE_EXIT: Duration = Duration::from_secs(30);
 
 /// A running balancer.
 pub struct Running {
@@ -53,6 +58,11 @@ impl Running {
     }
 
     /// The admin interface's bound address (useful with port 0).
+    /// Client connections open now (accepted and not yet closed).
+    pub fn open_connections(&self) -> usize {
+        self.connections.open()
+    }
+
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
     }
@@ -121,13 +131,15 @@ pub fn start(config: Config) -> io::Result<Running> {
         tally.clone(),
     );
 
-    let (waiting_room, room) = WaitingRoom::new(config.idle_timeout)?;
+    let (waiting_room, room) = WaitingRoom::new(Timeouts {
+        idle: config.idle_timeout,
+        head: config.client_timeout,
+    })?;
     let shared = Arc::new(Shared {
         proxy,
         tally: tally.clone(),
         shutdown: shutdown.clone(),
         waiting_room: waiting_room.clone(),
-        client_timeout: config.client_timeout,
     });
     if config.health.checks.is_some() {
         let control = control.clone();
@@ -137,18 +149,26 @@ pub fn start(config: Config) -> io::Result<Running> {
     }
     // Connections with a request ready wait in the pool's queue for a worker.
     let pool = Pool::start(
-        config.workers,
-        config.queue,
-        WORKER_STACK,
+        Sizes {
+            workers: config.workers,
+            queue: config.queue,
+            stack_size: WORKER_STACK,
+            idle_exit: WORKER_IDLE_EXIT,
+        },
         move |_, backlog| {
             let shared = shared.clone();
             let mut scratch = Scratch::default();
             move |client| connection::serve(&shared, &backlog, &mut scratch, client)
         },
     )?;
-    // The acceptor and the waiting room both turn connections away at a full queue.
-    let turn_away = move |refused: Client| client::turn_away(&tally, refused);
-    room.start(pool.clone(), turn_away.clone())?;
+    // The acceptor and the waiting room both turn connections away at a full queue,
+    // and the room answers a head past its deadline; each refused connection then
+    // lingers in the room until its client has read the answer.
+    let refuse = {
+        let room = waiting_room.clone();
+        move |refused: Client, err| room.linger(client::refuse(&tally, refused, err))
+    };
+    room.start(pool.clone(), refuse.clone())?;
 
     let limit = Limit::new(config.max_connections.get());
     let admin_addr = match &config.admin {
@@ -172,17 +192,27 @@ pub fn start(config: Config) -> io::Result<Running> {
     let client_timeout = config.client_timeout;
     let connections = limit.clone();
     let listener_handle = listener.try_clone()?;
+    let room = waiting_room.clone();
     let acceptor = thread::Builder::new()
         .name("acceptor".into())
         .spawn(move || {
             listener::run(listener, limit, |stream, peer, slot| {
-                let client = Client::new(stream, peer, slot, client_timeout);
-                match pool.try_submit(client) {
-                    Ok(()) => {}
-                    // Every worker busy and the queue full: a quick 503 beats a client timeout.
-                    Err(TrySendError::Full(client) | TrySendError::Disconnected(client)) => {
-                        turn_away(client)
-                    }
+                let mut client = Client::new(stream, peer, slot, client_timeout);
+                // One read that never waits: most clients send their request with the
+                // connection (and TCP_DEFER_ACCEPT lets the kernel hold those that do
+                // not for a moment), so most go straight to a worker.
+                match client.conn.fill_head() {
+                    HeadProgress::Ready => match pool.try_submit(client) {
+                        Ok(()) => {}
+                        // Every worker busy and the queue full: a quick 503 beats a
+                        // client timeout.
+                        Err(TrySendError::Full(client) | TrySendError::Disconnected(client)) => {
+                            refuse(client, ProxyError::Overloaded)
+                        }
+                    },
+                    // A worker only ever works: the waiting room waits for the head.
+                    HeadProgress::Waiting { .. } => room.admit(client),
+                    HeadProgress::Closed => {}
                 }
             })
         })?;

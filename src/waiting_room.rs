@@ -1,7 +1,20 @@
-//! The waiting room: idle keep-alive connections wait here, in one thread and one epoll
-//! set, instead of each holding a worker. When a parked connection turns readable (its
-//! next request is arriving, or it closed) it goes back on the workers' queue; when it
-//! stays idle past `--idle-timeout` it is closed. `connection.rs` parks connections here.
+//! The waiting room: the event side of the front door. Every client connection waits
+//! here, in one thread and one epoll set, whenever it has nothing for a worker to do:
+//! a new connection until its first request head is whole, an idle keep-alive
+//! connection until its next one is, a head that arrives in pieces until its last piece.
+//! A waiting connection costs its socket and a small buffer, never a thread.
+//!
+//! This is the rule that makes a thread pool safe at the edge: **a worker only ever
+//! works; all waiting for a client happens here.** When a parked connection turns
+//! readable, the room reads what is there without blocking (`ClientConn::fill_head`);
+//! once a whole head is buffered the connection goes on the workers' queue. A head that
+//! is not whole by its deadline gets 408; a new or idle connection that stays silent
+//! past its deadline is closed. The acceptor (`server.rs`) sends new connections here
+//! when their first bytes are not a whole head yet; `connection.rs` parks connections
+//! here between requests. A connection closing after an error answer while its client
+//! may still be sending lingers here too: its write side is shut, and what the client
+//! sends is read and dropped for a moment, so that the client reads the answer instead
+//! of a reset (nginx's lingering close).
 //!
 //! Written on `polling` (a thin epoll wrapper): the standard library has no readiness API,
 //! and a whole event loop crate would bring a runtime we do not want.
@@ -14,26 +27,58 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, unbounded};
-
-use crate::pool::Pool;
 use polling::{Event, Events, Poller};
 use slab::Slab;
 
 use crate::client::Client;
+use crate::error::ProxyError;
+use crate::http1::HeadProgress;
+use crate::pool::Pool;
 
-/// The handle workers use to park a connection.
+/// The handle the acceptor and the workers hand connections to the room with.
 #[derive(Clone)]
 pub struct WaitingRoom {
-    arrivals: Sender<Client>,
+    arrivals: Sender<(Client, Phase)>,
     poller: Arc<Poller>,
     /// Set at shutdown by `close`: nothing is parked any more.
     closed: Arc<AtomicBool>,
 }
 
+/// What a connection waits for, which says how long it may wait.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// Between two requests, nothing buffered: up to `--idle-timeout` for the next one.
+    Idle,
+    /// A request head is due: the first one of a new connection, or the rest of one
+    /// already started. The whole head has `--client-timeout` from then.
+    Head,
+    /// Answered and closing: the client's last bytes are read and dropped, for
+    /// `LINGER` and `LINGER_BYTES` at most.
+    Linger,
+}
+
+/// How long a closing connection lingers, and how much of what its client still sends
+/// is read before it is closed anyway.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// What one readiness event may drop of a lingering client's bytes, so that one client
+/// sending fast cannot keep the room from the others.
+const LINGER_STEP: usize = 64 * 1024;
+
+/// The two timeouts of a wait.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// `--idle-timeout`.
+    pub idle: Duration,
+    /// `--client-timeout`: for a whole request head.
+    pub head: Duration,
+}
+
 impl WaitingRoom {
-    /// Makes the waiting room: the handle workers park connections with, and the room
+    /// Makes the waiting room: the handle to park connections with, and the room
     /// itself, to be started with `Room::start` once the pool it feeds exists.
-    pub fn new(idle_timeout: Duration) -> io::Result<(WaitingRoom, Room)> {
+    pub fn new(timeouts: Timeouts) -> io::Result<(WaitingRoom, Room)> {
         let poller = Arc::new(Poller::new()?);
         let (arrivals, arrivals_rx) = unbounded();
         let closed = Arc::new(AtomicBool::new(false));
@@ -42,9 +87,11 @@ impl WaitingRoom {
             poller: poller.clone(),
             arrivals: arrivals_rx,
             parked: Slab::new(),
-            expiry: VecDeque::new(),
+            idle_expiry: VecDeque::new(),
+            head_expiry: VecDeque::new(),
+            linger_expiry: VecDeque::new(),
             next_seq: 0,
-            idle_timeout,
+            timeouts,
         };
         Ok((
             WaitingRoom {
@@ -56,15 +103,41 @@ impl WaitingRoom {
         ))
     }
 
-    /// Parks an idle connection until its next request arrives or it times out. After
-    /// `close`, closes it instead.
-    pub fn park(&self, client: Client) {
+    /// A new connection whose first request head is not whole yet: it waits here for
+    /// the rest, `--client-timeout` at most.
+    pub fn admit(&self, client: Client) {
+        self.send(client, Phase::Head);
+    }
+
+    /// A connection between requests. With part of the next head already buffered, the
+    /// rest of it has `--client-timeout`; with nothing, the next request may take
+    /// `--idle-timeout` to begin. After `close`, the connection is closed instead.
+    pub fn park(&self, mut client: Client) {
+        let phase = if client.conn.has_buffered() {
+            Phase::Head
+        } else {
+            client.conn.release_buffer();
+            Phase::Idle
+        };
+        self.send(client, phase);
+    }
+
+    /// A connection that was answered and must close while its client may still be
+    /// sending (an error answer, a body left unread): shuts the write side now, so the
+    /// answer is followed by a clean end, and reads what comes until the client closes
+    /// too or the linger ends.
+    pub fn linger(&self, client: Client) {
+        let _ = client.conn.stream().shutdown(std::net::Shutdown::Write);
+        self.send(client, Phase::Linger);
+    }
+
+    fn send(&self, client: Client, phase: Phase) {
         // Relaxed: a connection parked in a race with `close` is closed by the room
         // (which checks after taking arrivals) or, once the room is gone, by the failed send.
         if self.closed.load(Ordering::Relaxed) {
             return;
         }
-        if self.arrivals.send(client).is_ok() {
+        if self.arrivals.send((client, phase)).is_ok() {
             // Wake the room so that it registers the connection now.
             let _ = self.poller.notify();
         }
@@ -80,45 +153,55 @@ impl WaitingRoom {
 
 struct Parked {
     client: Client,
+    phase: Phase,
+    /// Until when it may wait; an expiry entry for another deadline is stale.
+    deadline: Instant,
+    /// Bytes dropped while lingering.
+    dropped: usize,
     /// Tells this stay apart from a later one in the same slab slot.
     seq: u64,
 }
 
-/// The waiting room's own side: the parked connections, run by its thread.
+/// The waiting room's own side: the parked connections, run by its thread, which is
+/// the only writer of everything here.
 pub struct Room {
     closed: Arc<AtomicBool>,
     poller: Arc<Poller>,
-    arrivals: Receiver<Client>,
+    arrivals: Receiver<(Client, Phase)>,
     parked: Slab<Parked>,
-    /// (deadline, slab key, seq) in deadline order: every stay lasts the same idle
-    /// timeout, so arrival order is deadline order. Entries of connections that already
-    /// left are skipped when they come up.
-    expiry: VecDeque<(Instant, usize, u64)>,
+    /// (deadline, slab key, seq) in deadline order, one queue per phase: every wait in a
+    /// phase lasts the same time, so the order deadlines are set in is deadline order.
+    /// Entries of connections that left, or moved to another deadline, are skipped
+    /// when they come up.
+    idle_expiry: VecDeque<(Instant, usize, u64)>,
+    head_expiry: VecDeque<(Instant, usize, u64)>,
+    linger_expiry: VecDeque<(Instant, usize, u64)>,
     next_seq: u64,
-    idle_timeout: Duration,
+    timeouts: Timeouts,
 }
 
 impl Room {
-    /// Starts the waiting-room thread. Readable connections go to the workers; a full
-    /// queue gets them turned away by `on_full`.
+    /// Starts the waiting-room thread. Connections with a whole head go to the workers;
+    /// `refuse` answers one that cannot go on (a full queue, a head past its deadline)
+    /// with its error, without blocking.
     pub fn start(
         self,
         ready: Pool<Client>,
-        on_full: impl Fn(Client) + Send + 'static,
+        refuse: impl Fn(Client, ProxyError) + Send + 'static,
     ) -> io::Result<()> {
         thread::Builder::new()
             .name("waiting-room".into())
-            .spawn(move || self.run(ready, on_full))
+            .spawn(move || self.run(ready, refuse))
             .map(drop)
     }
 
-    fn run(mut self, ready: Pool<Client>, on_full: impl Fn(Client)) {
+    fn run(mut self, ready: Pool<Client>, refuse: impl Fn(Client, ProxyError)) {
         let mut events = Events::new();
         loop {
-            let timeout = self
-                .expiry
-                .front()
-                .map(|(deadline, _, _)| deadline.saturating_duration_since(Instant::now()));
+            let timeout = self.next_deadline().map(|deadline| {
+                // Rounded up: a wake-up just before the deadline would find nothing due.
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(1)
+            });
             events.clear();
             if let Err(err) = self.poller.wait(&mut events, timeout) {
                 if err.kind() != io::ErrorKind::Interrupted {
@@ -129,46 +212,119 @@ impl Room {
             // One clock read for the batch: when these connections went on the queue.
             let now = Instant::now();
             for event in events.iter() {
-                let Some(parked) = self.parked.try_remove(event.key) else {
+                let key = event.key;
+                let Some(parked) = self.parked.get_mut(key) else {
                     continue;
                 };
-                let _ = self.poller.delete(parked.client.conn.stream());
-                let mut client = parked.client;
-                client.queued_at(now);
-                match ready.try_submit(client) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(client)) => on_full(client),
-                    Err(TrySendError::Disconnected(_)) => return,
+                if parked.phase == Phase::Linger {
+                    let (n, closed) = parked.client.conn.discard_input(LINGER_STEP);
+                    parked.dropped += n;
+                    if closed || parked.dropped >= LINGER_BYTES {
+                        drop(self.leave(key));
+                    } else {
+                        self.watch(key);
+                    }
+                    continue;
+                }
+                let progress = parked.client.conn.fill_head();
+                match progress {
+                    HeadProgress::Ready => {
+                        let mut client = self.leave(key);
+                        client.queued_at(now);
+                        match ready.try_submit(client) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full(client)) => {
+                                refuse(client, ProxyError::Overloaded)
+                            }
+                            Err(TrySendError::Disconnected(_)) => return,
+                        }
+                    }
+                    // Dropping the client closes the socket and frees its slot.
+                    HeadProgress::Closed => drop(self.leave(key)),
+                    HeadProgress::Waiting { started } => {
+                        let parked = &mut self.parked[key];
+                        if started && parked.phase == Phase::Idle {
+                            // The next request began: its head has a deadline of its own.
+                            parked.phase = Phase::Head;
+                            parked.deadline = now + self.timeouts.head;
+                            self.head_expiry
+                                .push_back((parked.deadline, key, parked.seq));
+                        }
+                        self.watch(key);
+                    }
                 }
             }
-            while let Ok(client) = self.arrivals.try_recv() {
-                self.admit(client);
+            while let Ok((client, phase)) = self.arrivals.try_recv() {
+                self.enter(client, phase);
             }
             if self.closed.load(Ordering::Relaxed) {
                 self.close_all();
                 // Dropping `arrivals` makes later `park`s close their connection.
                 return;
             }
-            self.expire(Instant::now());
+            self.expire(Instant::now(), &refuse);
         }
     }
 
-    fn admit(&mut self, client: Client) {
+    fn enter(&mut self, client: Client, phase: Phase) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        let deadline = Instant::now()
+            + match phase {
+                Phase::Idle => self.timeouts.idle,
+                Phase::Head => self.timeouts.head,
+                Phase::Linger => LINGER,
+            };
         let entry = self.parked.vacant_entry();
         let key = entry.key();
         // SAFETY (polling's contract): the socket is deleted from the poller before it is
-        // closed, since it only leaves this struct through `try_remove` followed by
-        // `delete` (in `run` and `expire`).
+        // closed, since it only leaves this struct through `leave`, which deletes it.
         let added = unsafe { self.poller.add(client.conn.stream(), Event::readable(key)) };
         if let Err(err) = added {
             eprintln!("roundhouse: waiting room: cannot watch a connection: {err}");
             return;
         }
-        entry.insert(Parked { client, seq });
-        self.expiry
-            .push_back((Instant::now() + self.idle_timeout, key, seq));
+        entry.insert(Parked {
+            client,
+            phase,
+            deadline,
+            dropped: 0,
+            seq,
+        });
+        self.expiry(phase).push_back((deadline, key, seq));
+    }
+
+    /// Watches a parked connection again: epoll reports each one once (oneshot) until
+    /// it is re-armed.
+    fn watch(&mut self, key: usize) {
+        let stream = self.parked[key].client.conn.stream();
+        if let Err(err) = self.poller.modify(stream, Event::readable(key)) {
+            eprintln!("roundhouse: waiting room: cannot watch a connection: {err}");
+            drop(self.leave(key));
+        }
+    }
+
+    /// Takes a connection out of the room (and out of the poller).
+    fn leave(&mut self, key: usize) -> Client {
+        let parked = self.parked.remove(key);
+        let _ = self.poller.delete(parked.client.conn.stream());
+        parked.client
+    }
+
+    fn expiry(&mut self, phase: Phase) -> &mut VecDeque<(Instant, usize, u64)> {
+        match phase {
+            Phase::Idle => &mut self.idle_expiry,
+            Phase::Head => &mut self.head_expiry,
+            Phase::Linger => &mut self.linger_expiry,
+        }
+    }
+
+    /// The earliest deadline of any phase.
+    fn next_deadline(&self) -> Option<Instant> {
+        [&self.idle_expiry, &self.head_expiry, &self.linger_expiry]
+            .into_iter()
+            .filter_map(|q| q.front().map(|e| e.0))
+            .min()
     }
 
     /// Closes every parked connection (shutdown).
@@ -176,20 +332,36 @@ impl Room {
         for parked in self.parked.drain() {
             let _ = self.poller.delete(parked.client.conn.stream());
         }
-        self.expiry.clear();
+        self.idle_expiry.clear();
+        self.head_expiry.clear();
+        self.linger_expiry.clear();
     }
 
-    /// Closes the connections that stayed idle past their deadline.
-    fn expire(&mut self, now: Instant) {
-        while let Some(&(deadline, key, seq)) = self.expiry.front() {
-            if deadline > now {
-                break;
-            }
-            self.expiry.pop_front();
-            if self.parked.get(key).is_some_and(|p| p.seq == seq) {
-                let parked = self.parked.remove(key);
-                let _ = self.poller.delete(parked.client.conn.stream());
-                // Dropping the client closes the socket and frees its connection slot.
+    /// Ends the waits that passed their deadline: a silent or lingering connection is
+    /// closed, a started head gets 408.
+    fn expire(&mut self, now: Instant, refuse: &impl Fn(Client, ProxyError)) {
+        for phase in [Phase::Idle, Phase::Head, Phase::Linger] {
+            loop {
+                let queue = self.expiry(phase);
+                let Some(&(deadline, key, seq)) = queue.front() else {
+                    break;
+                };
+                if deadline > now {
+                    break;
+                }
+                queue.pop_front();
+                let current = self
+                    .parked
+                    .get(key)
+                    .is_some_and(|p| p.seq == seq && p.deadline == deadline);
+                if !current {
+                    continue;
+                }
+                let client = self.leave(key);
+                if phase == Phase::Head && client.conn.has_buffered() {
+                    refuse(client, ProxyError::ClientTimeout);
+                }
+                // Otherwise dropping the client closes the socket and frees its slot.
             }
         }
     }

@@ -35,3 +35,6 @@ mod refusals;
 
 #[path = "it/health.rs"]
 mod health;
+
+#[path = "it/slow_clients.rs"]
+mod slow_clients;

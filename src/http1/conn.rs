@@ -1,14 +1,19 @@
 //! A client connection: the accepted socket and its read buffer.
 //!
-//! `connection.rs` owns one per client and calls `read_head` for each request, then
-//! `body` for that request's body (`body.rs`); answers are written to `stream_mut` with
+//! A request head is assembled on the event side: the acceptor and the waiting room call
+//! `fill_head`, which reads only what the socket already has (never waiting), until a
+//! whole head is buffered. Only then does a worker take the connection, and its
+//! `take_head` parses the head without touching the socket. The worker then reads the
+//! body with `body` (`body.rs`) and writes the answer to `stream_mut` with
 //! `response.rs`. The buffer outlives each request: bytes read past one request (a
-//! pipelined next request) wait in it for the next `read_head`.
+//! pipelined next request) wait in it for the next head. (`read_head`, which waits for
+//! the client, is for the admin interface's own threads only.)
 
 use super::body::BodyReader;
 use super::request::{self, Framing, RequestHead};
 use crate::error::ProxyError;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::net::{RecvFlags, recv};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
@@ -28,6 +33,22 @@ pub struct ClientConn {
     /// The last request announced a body that has not been read to its end. Its bytes
     /// must never be parsed as the next request, so `read_head` refuses to go on.
     unread_body: bool,
+    /// How far `fill_head` has scanned the pending head for its end, so that a head
+    /// arriving in pieces is scanned once, not once per piece.
+    scanned: usize,
+}
+
+/// How far the next request head has come, as `fill_head` finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadProgress {
+    /// A whole head is buffered, or what is buffered is certainly no valid head (a bad
+    /// line ending, too large): either way a worker can answer without waiting.
+    Ready,
+    /// The socket has nothing more for now. `started`: part of a head is buffered.
+    Waiting { started: bool },
+    /// The client closed or reset the connection, or it cannot carry another request
+    /// (a body was left unread): there is nothing to answer.
+    Closed,
 }
 
 impl ClientConn {
@@ -38,11 +59,13 @@ impl ClientConn {
         ClientConn {
             stream,
             peer,
-            buf: vec![0; INITIAL_BUF.min(max_head)],
+            // Allocated at the first read: a connection that never sends costs none.
+            buf: Vec::new(),
             start: 0,
             end: 0,
             max_head,
             unread_body: false,
+            scanned: 0,
         }
     }
 
@@ -64,6 +87,103 @@ impl ClientConn {
     /// promptly answers `None` (close) instead of the connection idling first.
     pub fn has_buffered(&self) -> bool {
         self.start < self.end || self.unread_body
+    }
+
+    /// Reads what the socket already holds, without waiting, until a whole request head
+    /// is buffered. The event side (acceptor, waiting room) calls this; a worker takes
+    /// the connection only once it says `Ready`. Stops reading once a head is complete:
+    /// what follows it stays in the kernel until the head's request is served.
+    pub fn fill_head(&mut self) -> HeadProgress {
+        if self.unread_body {
+            return HeadProgress::Closed;
+        }
+        loop {
+            if self.skip_empty_lines() {
+                self.scanned = 0;
+            }
+            let pending = &self.buf[self.start..self.end];
+            match request::scan_head(pending, &mut self.scanned) {
+                Ok(None) if pending.len() < self.max_head => {}
+                // Complete, malformed or too large: `take_head` says which.
+                _ => return HeadProgress::Ready,
+            }
+            let started = self.start < self.end;
+            self.make_room();
+            let end = self.end;
+            match recv(&self.stream, &mut self.buf[end..], RecvFlags::DONTWAIT) {
+                Ok((_, 0)) => return HeadProgress::Closed,
+                Ok((_, n)) => self.end += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => return HeadProgress::Waiting { started },
+                // Reset or failed: a client that is gone gets nothing forwarded.
+                Err(_) => return HeadProgress::Closed,
+            }
+        }
+    }
+
+    /// The request head `fill_head` found `Ready`, parsed without any IO. `Ok(None)`:
+    /// no head is buffered after all (the caller did not ask `fill_head` first, or the
+    /// last request's body was left unread), so there is nothing to answer.
+    pub fn take_head(&mut self) -> Result<Option<RequestHead>, ProxyError> {
+        if self.unread_body {
+            return Ok(None);
+        }
+        self.skip_empty_lines();
+        let pending = &self.buf[self.start..self.end];
+        let Some(len) = request::scan_head(pending, &mut self.scanned)? else {
+            return if pending.len() >= self.max_head {
+                Err(ProxyError::HeadTooLarge)
+            } else {
+                Ok(None)
+            };
+        };
+        let head = request::parse_complete(&pending[..len]);
+        self.consume(len);
+        self.scanned = 0;
+        let head = head?;
+        self.unread_body = head.framing.has_body();
+        Ok(Some(head))
+    }
+
+    /// Whether the client closed or reset the connection since its request was read:
+    /// one non-blocking peek. A request that waited in the queue is checked with this
+    /// before it is forwarded, so that nothing reaches a backend for a client that is
+    /// gone.
+    pub fn peer_gone(&self) -> bool {
+        let mut byte = [0u8; 1];
+        match recv(
+            &self.stream,
+            &mut byte,
+            RecvFlags::PEEK | RecvFlags::DONTWAIT,
+        ) {
+            // A close (FIN) or a reset; pipelined bytes or nothing yet mean it is there.
+            Ok((_, 0)) => true,
+            Ok(_) => false,
+            Err(err) => !matches!(err, rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR),
+        }
+    }
+
+    /// Reads and drops what the client sends, without waiting, up to `limit` bytes: for
+    /// a connection that closes after an answer while the client may still be sending
+    /// (lingering close). Returns the bytes dropped and whether the client closed (or
+    /// the socket failed), after which there is nothing left to wait for.
+    pub fn discard_input(&mut self, limit: usize) -> (usize, bool) {
+        (self.start, self.end) = (0, 0);
+        self.buf = Vec::new();
+        self.unread_body = false;
+        let mut sink = [0u8; 16 * 1024];
+        let mut dropped = 0;
+        while dropped < limit {
+            let room = sink.len().min(limit - dropped);
+            match recv(&self.stream, &mut sink[..room], RecvFlags::DONTWAIT) {
+                Ok((_, 0)) => return (dropped, true),
+                Ok((_, n)) => dropped += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => return (dropped, false),
+                Err(_) => return (dropped, true),
+            }
+        }
+        (dropped, false)
     }
 
     /// Reads one request head.
@@ -161,8 +281,19 @@ impl ClientConn {
             self.buf.copy_within(self.start..self.end, 0);
             (self.start, self.end) = (0, self.end - self.start);
         } else {
-            let size = (self.buf.len() * 2).min(self.max_head);
+            let floor = INITIAL_BUF.min(self.max_head);
+            let size = (self.buf.len() * 2).clamp(floor, self.max_head);
             self.buf.resize(size, 0);
+        }
+    }
+
+    /// Gives the buffer back while the connection waits with nothing buffered, so that
+    /// an idle connection costs its socket and this struct, not a buffer. The next read
+    /// allocates it again.
+    pub fn release_buffer(&mut self) {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+            self.buf = Vec::new();
         }
     }
 
@@ -205,6 +336,9 @@ impl ClientConn {
     /// Reads from the socket into the (empty) buffer. Ok(0) is end of stream.
     pub(super) fn fill(&mut self) -> io::Result<usize> {
         debug_assert_eq!(self.start, self.end, "fill with unconsumed bytes");
+        if self.buf.is_empty() {
+            self.buf.resize(INITIAL_BUF.min(self.max_head), 0);
+        }
         let n = read_retrying(&mut self.stream, &mut self.buf)?;
         (self.start, self.end) = (0, n);
         Ok(n)

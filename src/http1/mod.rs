@@ -23,6 +23,6 @@ mod request;
 mod response;
 
 pub use body::BodyReader;
-pub use conn::ClientConn;
+pub use conn::{ClientConn, HeadProgress};
 pub use request::{Framing, RequestHead, Version, parse_head};
 pub use response::{BodyWriter, ResponseBody, ResponseHead, write_error, write_head};

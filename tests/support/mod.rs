@@ -77,6 +77,11 @@ impl Balancer {
         self._running.admin_addr().expect("started with --admin")
     }
 
+    /// Client connections the balancer holds open now.
+    pub fn open_connections(&self) -> usize {
+        self._running.open_connections()
+    }
+
     /// The backend set in use now, to look at (or change) a backend's state directly.
     pub fn current(&self) -> std::sync::Arc<roundhouse::balancer::Balancer> {
         self._running.control().current()

@@ -1,0 +1,110 @@
+//! Clients never hold a worker: silent, slow and vanished clients wait on the event
+//! side (the waiting room), so that a couple of workers still serve everyone else.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::support::*;
+
+#[test]
+fn silent_and_slowloris_connections_do_not_stop_a_normal_request() {
+    let backend = Backend::hello("ok");
+    // A long head deadline: nothing here may be cut off before the normal request.
+    let lb = start_balancer(&[&backend], &["--workers", "2", "--client-timeout", "60s"]);
+    let silent: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(lb.addr).unwrap())
+        .collect();
+    let mut slow: Vec<Client> = (0..50)
+        .map(|_| {
+            let mut c = Client::connect(lb.addr);
+            c.send("GET / HTTP/1.1\r\nHo");
+            c
+        })
+        .collect();
+    wait_until("the balancer accepted all 100 connections", || {
+        lb.open_connections() >= 100
+    });
+    // Another byte each: still no whole head anywhere.
+    for c in &mut slow {
+        c.send("s");
+    }
+    assert_eq!(get(lb.addr, "/"), (200, "ok".to_string()));
+    assert_eq!(backend.count(), 1);
+    drop(silent);
+}
+
+#[test]
+fn a_head_sent_in_pieces_waits_while_the_only_worker_serves_others() {
+    let backend = Backend::hello("ok");
+    let lb = start_balancer(&[&backend], &["--workers", "1", "--client-timeout", "60s"]);
+    let mut pieces = Client::connect(lb.addr);
+    pieces.send("GET /pieces HTTP/1.1\r\n");
+    wait_until("the balancer accepted the connection", || {
+        lb.open_connections() == 1
+    });
+    assert_eq!(get(lb.addr, "/one"), (200, "ok".to_string()));
+    pieces.send("Host: localhost\r\n");
+    assert_eq!(get(lb.addr, "/two"), (200, "ok".to_string()));
+    pieces.send("\r\n");
+    assert_eq!(pieces.response().status, 200);
+    let targets: Vec<String> = backend.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, ["/one", "/two", "/pieces"]);
+}
+
+#[test]
+fn a_request_whose_client_reset_before_a_worker_took_it_never_reaches_the_backend() {
+    let backend = Backend::held("held");
+    let lb = start_balancer(&[&backend], &["--workers", "1"]);
+    // The only worker waits on the backend with this request.
+    let mut first = Client::connect(lb.addr);
+    first.send("GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    wait_until("the first request reached the backend", || {
+        backend.heads() == 1
+    });
+    // Meanwhile a client sends a whole request and resets the connection.
+    let gone = TcpStream::connect(lb.addr).unwrap();
+    (&gone)
+        .write_all(b"GET /gone HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    wait_until("the balancer accepted the second connection", || {
+        lb.open_connections() == 2
+    });
+    socket2::SockRef::from(&gone)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(gone);
+    backend.release();
+    assert_eq!(first.response().status, 200);
+    drop(first);
+    assert_eq!(get(lb.addr, "/after"), (200, "held".to_string()));
+    assert_eq!(
+        backend.head_lines(),
+        ["GET /first HTTP/1.1", "GET /after HTTP/1.1"]
+    );
+}
+
+#[test]
+fn an_error_answer_is_read_whole_by_a_client_that_kept_sending() {
+    let backend = Backend::hello("ok");
+    let lb = start_balancer(&[&backend], &["--max-body", "1k"]);
+    let mut c = Client::connect(lb.addr);
+    // The whole upload goes out before the client reads anything: the 413 is decided
+    // from the head, and the body is still coming when the balancer closes.
+    c.send("POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000\r\n\r\n");
+    let mut writer = c.stream().try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let chunk = [b'x'; 16 * 1024];
+        (0..16)
+            .take_while(|_| writer.write_all(&chunk).is_ok())
+            .count()
+    });
+    sender.join().unwrap();
+    let (reply, ending) = c.rest();
+    let text = String::from_utf8_lossy(&reply);
+    let responses = parse_responses(&reply);
+    assert_eq!(responses.len(), 1, "{ending:?}: {text:?}");
+    assert_eq!(responses[0].status, 413, "{text:?}");
+    assert!(ending == Ending::Eof, "reset after the answer: {text:?}");
+    assert_eq!(backend.heads(), 0);
+}
