@@ -3,7 +3,7 @@
 //! This is the only place that maps a failure to an HTTP status, and the only place that
 //! classifies failures: whose fault one is, the access log's termination letters, and
 //! whether the request may go to another backend or be sent again. The front door
-//! (`http1/`) reports client mistakes with it, `upstream.rs` reports backend failures
+//! (`http1/`) reports client mistakes with it, `upstream/` reports backend failures
 //! with it, `proxy.rs` decides on retries by asking it, and `refuse.rs` turns any of
 //! them into one short plain-text answer.
 

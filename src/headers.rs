@@ -1,6 +1,6 @@
 //! Header policy: which fields cross the balancer and which it adds. Pure functions over
 //! `http::HeaderMap`, tested without a socket. `proxy.rs` applies `to_upstream` to a
-//! request before `upstream.rs` sends it, and `to_client` to the answer before `http1/`
+//! request before `upstream/` sends it, and `to_client` to the answer before `http1/`
 //! writes it.
 
 use std::net::IpAddr;

@@ -18,7 +18,7 @@ const BACKLOG: i32 = 4096;
 
 /// Binds and listens. On Linux an accepted socket is a copy of the listening one and
 /// inherits TCP_NODELAY and its read and write timeouts, so setting them here once spares
-/// three syscalls on every connection (`connection::Client::new` sets them elsewhere).
+/// three syscalls on every connection (`client::Client::new` sets them elsewhere).
 /// The read timeout also makes `accept` wake up now and then, which `run` shrugs off.
 pub fn bind(addr: SocketAddr, client_timeout: Duration) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;

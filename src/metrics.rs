@@ -1,7 +1,8 @@
 //! Counters and their names: what the balancer counts about the requests it serves, kept
 //! in atomics so that counting costs the request path no lock and no allocation. Each
-//! `Backend` (balancer/) carries one `Stats`; `proxy.rs` counts every finished request
-//! with `Stats::record`, `trace.rs` its retries with `record_retry`, and health.rs the
+//! `Backend` (balancer/) carries one `Stats`; `refuse::Tally` counts every finished
+//! request with `Stats::record` (those no backend was tried for in a `Stats` of their
+//! own), `trace.rs` its retries with `record_retry`, and health.rs the
 //! ejections with `record_ejection`. The admin interface (`admin.rs`) reads them and
 //! renders the Prometheus text and /status.json; the metric names and help texts live
 //! here, next to what they count. A leaf: it uses nothing else in the crate, so that
@@ -26,7 +27,8 @@ const BUCKET_MICROS: [u64; 12] = [
 /// counts them. "other" is a request that ended without a status (the client left).
 pub const CODE_CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// One backend's counters (or, in `Proxy`, those of requests no backend was tried for).
+/// One backend's counters (or, in `refuse::Tally`, those of requests no backend was tried
+/// for).
 /// Every field only grows; `record`, `record_retry` and `record_ejection` are its only
 /// writers.
 /// Aligned like the backend's load fields, for the same reason: every request writes

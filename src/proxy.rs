@@ -1,7 +1,7 @@
 //! One request, start to finish: read what it says, send it to a backend, relay the
 //! answer or refuse, then log and count it once. This is the balancer's main path; start
 //! reading at `handle`. `connection.rs` calls `handle` for each request head it reads;
-//! `balancer/` picks, `upstream.rs` forwards, `relay.rs` streams the answer back and
+//! `balancer/` picks, `upstream/` forwards, `relay.rs` streams the answer back and
 //! `refuse.rs` answers a failure.
 
 use std::io::Read;

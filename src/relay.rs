@@ -1,6 +1,6 @@
 //! The relay: a backend's answer streamed to the client, head first, then the body as it
 //! comes, framed for this client (length, chunked, or close-delimited for HTTP/1.0).
-//! `proxy::handle` calls `relay` with the `Reply` that `upstream.rs` got; the header
+//! `proxy::handle` calls `relay` with the `Reply` that `upstream/` got; the header
 //! policy is `headers.rs`'s and the writing `http1/`'s.
 
 use std::io::{self, Read, Write};

@@ -93,7 +93,7 @@ pub struct Budget {
 
 #[derive(Default)]
 struct Bucket {
-    /// The second (`health::now_ms() / 1000`) this bucket counts.
+    /// The second (`clock::now_ms() / 1000`) this bucket counts.
     second: AtomicU64,
     requests: AtomicU32,
     resends: AtomicU32,

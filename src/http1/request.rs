@@ -195,7 +195,7 @@ fn from_httparse(err: httparse::Error) -> ProxyError {
 
 /// The longest Host accepted: a DNS name has at most 253 characters (RFC 1035), plus a
 /// port; an IPv6 literal is shorter. The bound also keeps the head we forward (which
-/// repeats Host in X-Forwarded-Host) within upstream.rs's buffer.
+/// repeats Host in X-Forwarded-Host) within the upstream client's buffer.
 pub const MAX_HOST: usize = 300;
 
 /// RFC 9112 §3.2: exactly one Host on HTTP/1.1, at most one otherwise, and it must look

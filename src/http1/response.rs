@@ -1,9 +1,9 @@
 //! A response to the client: status line, headers and body framing, written through
 //! one reusable buffer so that a small answer leaves in a single write.
 //!
-//! `proxy.rs` (and `admin.rs`) describe an answer as a `ResponseHead`, write it with
+//! `relay.rs` (and `admin.rs`) describe an answer as a `ResponseHead`, write it with
 //! `write_head` and stream the body through the returned `BodyWriter`;
-//! `connection.rs` sends refusals with `write_error`. Header policy (which fields to
+//! `refuse.rs` sends refusals with `write_error`. Header policy (which fields to
 //! drop) is `headers.rs`'s job; this file only adds the framing it chooses.
 
 use super::request::Version;
