@@ -73,6 +73,16 @@ pub struct Args {
     #[argh(option)]
     pub max_body: Option<String>,
 
+    /// read a request body whole (in memory, then a temporary file) before it is
+    /// forwarded, so a slow upload holds no worker: on or off (default: on)
+    #[argh(option, default = "String::from(\"on\")")]
+    pub request_buffering: String,
+
+    /// memory that all buffered request bodies and answers for slow readers may take
+    /// together; beyond it they go to temporary files (default: 64MiB)
+    #[argh(option, default = "String::from(\"64MiB\")")]
+    pub buffer_memory: String,
+
     /// access log format on stdout: seed, combined, json or off (default: seed)
     #[argh(option, default = "String::from(\"seed\")")]
     pub log: String,

@@ -47,6 +47,11 @@ pub struct Config {
     pub client_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_body: Option<u64>,
+    /// `--request-buffering`: request bodies are read whole on the event side before a
+    /// worker forwards them.
+    pub request_buffering: bool,
+    /// `--buffer-memory`: the memory all spill buffers may hold together (spill.rs).
+    pub buffer_memory: u64,
     pub log: LogFormat,
     /// `--admin` and `--admin-token`: the admin interface; `None`: off.
     pub admin: Option<AdminConfig>,
@@ -174,6 +179,18 @@ impl Config {
                 None => None,
                 Some(s) => Some(parse_size(s).map_err(|why| ConfigError::new("--max-body", why))?),
             },
+            request_buffering: match args.request_buffering.as_str() {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(ConfigError::new(
+                        "--request-buffering",
+                        format!("'{other}' is neither on nor off"),
+                    ));
+                }
+            },
+            buffer_memory: parse_size(&args.buffer_memory)
+                .map_err(|why| ConfigError::new("--buffer-memory", why))?,
             log: match args.log.as_str() {
                 "seed" => LogFormat::Seed,
                 "combined" => LogFormat::Combined,

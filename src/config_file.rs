@@ -66,6 +66,8 @@ keys! {
     client_timeout: Value,
     idle_timeout: Value,
     max_body: Value,
+    request_buffering: Value,
+    buffer_memory: Value,
     log: Value,
     admin: Value,
     admin_token: Value,

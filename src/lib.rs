@@ -55,6 +55,7 @@ pub mod retry;
 pub mod server;
 pub mod shutdown;
 pub mod signals;
+pub mod spill;
 pub mod target;
 pub mod trace;
 pub mod upstream;

@@ -26,6 +26,7 @@ use crate::proxy::{Proxy, Scratch};
 use crate::refuse::Tally;
 use crate::reload::Control;
 use crate::shutdown::Shutdown;
+use crate::spill;
 use crate::waiting_room::{Timeouts, WaitingRoom};
 
 /// Worker stacks: a request needs little stack (buffers live on the heap), and 512
@@ -116,6 +117,7 @@ pub fn start(config: Config) -> io::Result<Running> {
     let listener = listener::bind(config.listen, config.client_timeout)?;
     let local_addr = listener.local_addr()?;
 
+    spill::set_memory_cap(usize::try_from(config.buffer_memory).unwrap_or(usize::MAX));
     let control = Control::new(config.clone());
     let shutdown = Arc::new(Shutdown::default());
     // The counters of requests no backend was tried for: written through the tally,
