@@ -11,13 +11,23 @@ use std::time::{Duration, Instant};
 use crate::access_log::Entry;
 use crate::config::MAX_HEAD;
 use crate::error::ProxyError;
-use crate::http1::ClientConn;
+use crate::http1::{ClientConn, Gather, RequestHead};
 use crate::listener::Slot;
 use crate::refuse::{self, Refusal, Tally};
+
+/// A request whose head a worker read and whose body is gathered before any backend
+/// hears of it (`--request-buffering`): by the waiting room while the client sends it,
+/// until a worker forwards the whole.
+pub struct Gathering {
+    pub head: RequestHead,
+    pub gather: Gather,
+}
 
 /// An open client connection and its place under `--max-connections`.
 pub struct Client {
     pub conn: ClientConn,
+    /// The request whose body is being gathered, if any.
+    pub gathering: Option<Gathering>,
     _slot: Slot,
     /// When the connection last went on the queue for a worker: its first request's
     /// queue wait is counted from here (access log, Server-Timing).
@@ -41,6 +51,7 @@ impl Client {
         }
         Client {
             conn: ClientConn::new(stream, peer, MAX_HEAD),
+            gathering: None,
             _slot: slot,
             queued: Instant::now(),
         }

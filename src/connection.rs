@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::access_log::Entry;
-use crate::client::Client;
-use crate::http1::HeadProgress;
+use crate::client::{Client, Gathering};
+use crate::http1::{Gather, Gathered, HeadProgress, RequestHead};
 use crate::pool::Backlog;
-use crate::proxy::{self, Next, Proxy, Scratch};
+use crate::proxy::{self, Body, Next, Proxy, Scratch};
 use crate::refuse::{self, Refusal, Tally};
 use crate::shutdown::Shutdown;
 use crate::waiting_room::WaitingRoom;
@@ -35,6 +35,10 @@ pub struct Shared {
     /// Once begun, a served connection is closed rather than parked.
     pub shutdown: Arc<Shutdown>,
     pub waiting_room: WaitingRoom,
+    /// `--request-buffering`: a request body is gathered whole before it is forwarded.
+    pub request_buffering: bool,
+    /// `--max-body`, which a gathered body is held to.
+    pub max_body: Option<u64>,
 }
 
 /// Serves requests on one connection while they keep coming, then parks it or closes it.
@@ -53,34 +57,52 @@ pub fn serve(
     }
     loop {
         let started = Instant::now();
-        // The event side (or the check below) saw this head whole: no waiting here.
-        let head = match client.conn.take_head() {
-            Ok(Some(head)) => head,
-            // Closed, or idle and silent: not a request, nothing to answer or log.
-            Ok(None) => return,
-            Err(err) => {
-                // After a bad head the rest of the stream cannot be trusted: answer, close.
-                let mut entry = Entry::unread(client.conn.peer(), started, queue_wait);
-                let refusal = Refusal {
-                    error: &err,
-                    extra: &[],
-                    keep_alive: false,
-                };
-                let stream = client.conn.stream_mut();
-                refuse::answer(
-                    &shared.tally,
-                    stream,
-                    &mut scratch.out,
-                    refusal,
-                    &mut entry,
-                    None,
-                );
-                // Closes once the client has read the answer, not with a reset.
-                shared.waiting_room.linger(client);
-                return;
-            }
+        let (head, body) = match client.gathering.take() {
+            // The waiting room gathered this request's body: it goes out now, whole.
+            Some(done) => (done.head, Body::Buffered(done.gather.into_body())),
+            // The event side (or the check below) saw this head whole: no waiting here.
+            None => match client.conn.take_head() {
+                Ok(Some(head)) => match body_of(shared, &mut client, head) {
+                    Some(request) => request,
+                    None => {
+                        // The rest of a slow upload is the event side's to wait for.
+                        shared.waiting_room.gather(client);
+                        return;
+                    }
+                },
+                // Closed, or idle and silent: not a request, nothing to answer or log.
+                Ok(None) => return,
+                Err(err) => {
+                    // After a bad head the rest of the stream cannot be trusted: answer,
+                    // close once the client has read the answer, not with a reset.
+                    let mut entry = Entry::unread(client.conn.peer(), started, queue_wait);
+                    let refusal = Refusal {
+                        error: &err,
+                        extra: &[],
+                        keep_alive: false,
+                    };
+                    let stream = client.conn.stream_mut();
+                    refuse::answer(
+                        &shared.tally,
+                        stream,
+                        &mut scratch.out,
+                        refusal,
+                        &mut entry,
+                        None,
+                    );
+                    shared.waiting_room.linger(client);
+                    return;
+                }
+            },
         };
-        let next = proxy::handle(&shared.proxy, &mut client.conn, head, scratch, queue_wait);
+        let next = proxy::handle(
+            &shared.proxy,
+            &mut client.conn,
+            head,
+            body,
+            scratch,
+            queue_wait,
+        );
         // Also when the shutdown began after the answer: close rather than park.
         if next == Next::Close || shared.shutdown.is_stopping() {
             // The client may still be sending what nobody read (a refused body): let it
@@ -112,6 +134,25 @@ pub fn serve(
             }
             HeadProgress::Closed => return,
         }
+    }
+}
+
+/// Where the body of the request `head` comes from. With `--request-buffering on` it is
+/// gathered whole first: from what the socket already has, at once; if that is not all
+/// of it, `None`, and the request waits in `client.gathering` for the waiting room to
+/// gather the rest.
+fn body_of(shared: &Shared, client: &mut Client, head: RequestHead) -> Option<(RequestHead, Body)> {
+    if !shared.request_buffering || !head.framing.has_body() {
+        return Some((head, Body::Streamed));
+    }
+    let mut gather = Gather::new(head.framing, head.expect_continue, shared.max_body);
+    match gather.fill(&mut client.conn) {
+        Gathered::Done => Some((head, Body::Buffered(gather.into_body()))),
+        Gathered::Waiting => {
+            client.gathering = Some(Gathering { head, gather });
+            None
+        }
+        Gathered::Failed(err) => Some((head, Body::Failed(err))),
     }
 }
 

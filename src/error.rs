@@ -33,6 +33,8 @@ pub enum ProxyError {
     ClientGone(io::Error),
     /// Every worker is busy and the queue is full.
     Overloaded,
+    /// A request body could not be buffered (its temporary file failed): our fault.
+    Buffering(String),
     /// No backend is available to take the request.
     NoBackend,
     /// The TCP connect failed or timed out: the request never left, so another
@@ -58,6 +60,7 @@ impl ProxyError {
             Self::BodyTooLarge => 413,
             Self::ExpectationFailed => 417,
             Self::HeadTooLarge => 431,
+            Self::Buffering(_) => 500,
             Self::NotImplemented(_) => 501,
             Self::Connect { .. } | Self::Reset { .. } | Self::Upstream { .. } => 502,
             Self::Overloaded | Self::NoBackend => 503,
@@ -76,6 +79,7 @@ impl ProxyError {
             Self::BodyTooLarge => "request body too large",
             Self::ExpectationFailed => "expectation not supported",
             Self::HeadTooLarge => "request header too large",
+            Self::Buffering(_) => "cannot buffer the request body",
             Self::UnsupportedVersion => "HTTP version not supported",
             Self::ClientGone(_) => "",
             Self::Overloaded => "server busy, retry later",
@@ -145,6 +149,7 @@ impl ProxyError {
                 | Self::UnsupportedVersion
                 | Self::ExpectationFailed
                 | Self::ClientGone(_)
+                | Self::Buffering(_)
         )
     }
 
@@ -160,6 +165,7 @@ impl ProxyError {
             (Self::ClientGone(_), false) => "CR",
             (Self::ClientTimeout, _) => "cR",
             (Self::Overloaded, _) => "PQ",
+            (Self::Buffering(_), _) => "PR",
             (Self::NoBackend | Self::Connect { .. }, _) => "SC",
             (Self::Timeout { .. }, true) => "sD",
             (Self::Timeout { .. }, false) => "sH",
@@ -185,6 +191,7 @@ impl fmt::Display for ProxyError {
             Self::ClientGone(err) => write!(f, "client gone: {err}"),
             Self::Connect { backend, detail } => write!(f, "connect to {backend} failed: {detail}"),
             Self::Timeout { backend } => write!(f, "{backend} timed out"),
+            Self::Buffering(detail) => write!(f, "cannot buffer the request body: {detail}"),
             Self::Reset { backend, detail } | Self::Upstream { backend, detail } => {
                 write!(f, "{backend}: {detail}")
             }

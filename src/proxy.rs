@@ -20,12 +20,13 @@ use crate::config::{Config, LogFormat, RetryConfig};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::health::Health;
-use crate::http1::{BodyReader, ClientConn, Framing, RequestHead};
+use crate::http1::{ClientConn, Framing, RequestHead};
 use crate::refuse::{self, Refusal, Tally};
 use crate::relay::{Relayed, Wanted, relay};
 use crate::request_id::{self, X_REQUEST_ID};
-use crate::retry::{Budget, Replay, Resends};
+use crate::retry::{Budget, Replay, ResendBody, Resends};
 use crate::shutdown::Shutdown;
+use crate::spill::Spill;
 use crate::target::origin_form;
 use crate::trace::Attempts;
 use crate::upstream::{Reply, RequestBody};
@@ -100,6 +101,17 @@ impl Default for Scratch {
     }
 }
 
+/// Where a request's body comes from.
+pub enum Body {
+    /// Read from the client while it is forwarded: no body, or `--request-buffering off`.
+    Streamed,
+    /// Gathered whole before any backend heard of the request (`http1::Gather`): sent
+    /// at memory speed, and sent again after a reset whatever `--retry-buffer` says.
+    Buffered(Spill),
+    /// Gathering it failed (malformed, too large, the client left): refused with this.
+    Failed(ProxyError),
+}
+
 /// Whether the client connection can carry another request.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Next {
@@ -123,6 +135,7 @@ pub fn handle(
     proxy: &Proxy,
     conn: &mut ClientConn,
     head: RequestHead,
+    body: Body,
     scratch: &mut Scratch,
     queue_wait: Duration,
 ) -> Next {
@@ -136,6 +149,7 @@ pub fn handle(
         &balancer,
         conn,
         &mut request,
+        body,
         &mut scratch.kept,
         &mut attempts,
     );
@@ -276,6 +290,7 @@ fn send<'p>(
     balancer: &'p Balancer,
     conn: &mut ClientConn,
     request: &mut Request,
+    body: Body,
     kept: &mut Vec<u8>,
     attempts: &mut Attempts<'p>,
 ) -> (Answer<'p>, bool) {
@@ -285,13 +300,17 @@ fn send<'p>(
         started,
         ..
     } = request;
-    let mut body = conn.body(head.framing, head.expect_continue, proxy.max_body);
+    // Until the body is read, the connection is not at a request boundary.
+    let gathered = matches!(body, Body::Buffered(_));
     let path = match check_declared_length(head.framing, proxy.max_body)
         .and_then(|()| origin_form(&head.target, &mut head.headers))
     {
         Ok(path) => path,
-        Err(err) => return (Err(err), body.is_finished()),
+        Err(err) => return (Err(err), gathered || !head.framing.has_body()),
     };
+    if let Body::Failed(err) = body {
+        return (Err(err), false);
+    }
     // The pick sees the request as the client sent it, before the header policy.
     let candidates = balancer.candidates(&PickContext {
         client: peer.ip(),
@@ -300,21 +319,45 @@ fn send<'p>(
     });
     attempts.candidates(balancer, &candidates);
     headers::to_upstream(&mut head.headers, peer.ip());
-    let outgoing = Outgoing {
+    let outgoing = |framing| Outgoing {
         method: &head.method,
         target: path,
         headers: &head.headers,
-        framing: head.framing,
+        framing,
         started: *started,
     };
+    if let Body::Buffered(mut body) = body {
+        // Whole and decoded: it goes out with its length, chunked or not.
+        let framing = Framing::Length(body.len());
+        let answer = forward(
+            proxy,
+            balancer,
+            candidates,
+            outgoing(framing),
+            &mut body,
+            attempts,
+        );
+        return (answer, true);
+    }
+    let mut reader = conn.body(head.framing, head.expect_continue, proxy.max_body);
+    let keep = match head.framing {
+        Framing::None => 0,
+        _ => proxy.retry.buffer,
+    };
+    let mut replay = Replay::new(&mut reader, kept, keep);
     let answer = forward(
-        proxy, balancer, candidates, outgoing, &mut body, kept, attempts,
+        proxy,
+        balancer,
+        candidates,
+        outgoing(head.framing),
+        &mut replay,
+        attempts,
     );
     // A body the client broke off is the client's fault, whatever the upstream client
     // made of it.
-    match body.failure() {
+    match reader.failure() {
         Some(client_fault) => (Err(client_fault), false),
-        None => (answer, body.is_finished()),
+        None => (answer, reader.is_finished()),
     }
 }
 
@@ -345,8 +388,7 @@ fn forward<'p>(
     balancer: &'p Balancer,
     candidates: Candidates<'p>,
     request: Outgoing<'_>,
-    body: &mut BodyReader<'_>,
-    kept: &mut Vec<u8>,
+    body: &mut dyn ResendBody,
     attempts: &mut Attempts<'p>,
 ) -> Answer<'p> {
     let Outgoing {
@@ -360,11 +402,6 @@ fn forward<'p>(
     let now = clock::ms_at(started);
     proxy.budget.request(now);
     let mut resends = Resends::new(method, headers, proxy.retry.retries);
-    let keep = match framing {
-        Framing::None => 0,
-        _ => proxy.retry.buffer,
-    };
-    let mut body = Replay::new(body, kept, keep);
     // How many candidates there are, counted at the first failure only.
     let mut count = None;
     let mut refused = 0;
@@ -373,8 +410,8 @@ fn forward<'p>(
         body.rewind();
         let request_body = match framing {
             Framing::None => RequestBody::Empty,
-            Framing::Length(len) => RequestBody::Sized(len, &mut body as &mut dyn Read),
-            Framing::Chunked => RequestBody::Chunked(&mut body as &mut dyn Read),
+            Framing::Length(len) => RequestBody::Sized(len, &mut *body as &mut dyn Read),
+            Framing::Chunked => RequestBody::Chunked(&mut *body as &mut dyn Read),
         };
         let in_flight = backend.start();
         let sent = Instant::now();

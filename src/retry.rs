@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use http::{HeaderMap, Method};
 
 use crate::error::ProxyError;
+use crate::spill::Spill;
 
 /// A request carrying this header may be sent twice: the backend recognises the repeat
 /// (IETF draft "The Idempotency-Key HTTP Header Field").
@@ -144,6 +145,37 @@ impl Budget {
             b.resends.store(0, Ordering::Relaxed);
         }
         b
+    }
+}
+
+/// A request body as `proxy::forward` sends it: read once per attempt, from the start
+/// again after `rewind` when `can_replay` says every byte is still there.
+pub trait ResendBody: Read {
+    /// Starts the body again from its first byte (only meaningful if `can_replay`).
+    fn rewind(&mut self);
+    /// Whether every byte read so far is still here to be sent again.
+    fn can_replay(&self) -> bool;
+}
+
+/// A body gathered whole before the request went out (`--request-buffering`) is all
+/// still there: it can always be sent again, whatever `--retry-buffer` says.
+impl ResendBody for Spill {
+    fn rewind(&mut self) {
+        Spill::rewind(self);
+    }
+
+    fn can_replay(&self) -> bool {
+        true
+    }
+}
+
+impl<R: Read> ResendBody for Replay<'_, R> {
+    fn rewind(&mut self) {
+        Replay::rewind(self);
+    }
+
+    fn can_replay(&self) -> bool {
+        Replay::can_replay(self)
     }
 }
 

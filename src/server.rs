@@ -142,6 +142,8 @@ pub fn start(config: Config) -> io::Result<Running> {
         tally: tally.clone(),
         shutdown: shutdown.clone(),
         waiting_room: waiting_room.clone(),
+        request_buffering: config.request_buffering,
+        max_body: config.max_body,
     });
     if config.health.checks.is_some() {
         let control = control.clone();

@@ -14,7 +14,9 @@
 //! here between requests. A connection closing after an error answer while its client
 //! may still be sending lingers here too: its write side is shut, and what the client
 //! sends is read and dropped for a moment, so that the client reads the answer instead
-//! of a reset (nginx's lingering close).
+//! of a reset (nginx's lingering close). With `--request-buffering on` a request body
+//! the client sends slowly is gathered here too (`http1::Gather`, into a spill buffer)
+//! before a worker forwards the request, so a slow upload holds no worker either.
 //!
 //! Written on `polling` (a thin epoll wrapper): the standard library has no readiness API,
 //! and a whole event loop crate would bring a runtime we do not want.
@@ -32,7 +34,7 @@ use slab::Slab;
 
 use crate::client::Client;
 use crate::error::ProxyError;
-use crate::http1::HeadProgress;
+use crate::http1::{Gathered, HeadProgress};
 use crate::pool::Pool;
 
 /// The handle the acceptor and the workers hand connections to the room with.
@@ -52,6 +54,9 @@ enum Phase {
     /// A request head is due: the first one of a new connection, or the rest of one
     /// already started. The whole head has `--client-timeout` from then.
     Head,
+    /// A request body is due (`Client::gathering`): `--client-timeout` at most between
+    /// two pieces of it.
+    Body,
     /// Answered and closing: the client's last bytes are read and dropped, for
     /// `LINGER` and `LINGER_BYTES` at most.
     Linger,
@@ -120,6 +125,12 @@ impl WaitingRoom {
             Phase::Idle
         };
         self.send(client, phase);
+    }
+
+    /// A request whose body has not all arrived (`client.gathering` holds it): it waits
+    /// here for the rest, then goes to a worker whole.
+    pub fn gather(&self, client: Client) {
+        self.send(client, Phase::Body);
     }
 
     /// A connection that was answered and must close while its client may still be
@@ -216,6 +227,33 @@ impl Room {
                 let Some(parked) = self.parked.get_mut(key) else {
                     continue;
                 };
+                if parked.phase == Phase::Body {
+                    let client = &mut parked.client;
+                    let gathering = client.gathering.as_mut().expect("a body to gather");
+                    match gathering.gather.fill(&mut client.conn) {
+                        Gathered::Done => {
+                            let mut client = self.leave(key);
+                            client.queued_at(now);
+                            if let Err(TrySendError::Full(client)) = ready.try_submit(client) {
+                                refuse(client, ProxyError::Overloaded);
+                            }
+                        }
+                        Gathered::Waiting => {
+                            // A pause limit: the client has another `--client-timeout`.
+                            parked.deadline = now + self.timeouts.head;
+                            self.head_expiry
+                                .push_back((parked.deadline, key, parked.seq));
+                            self.watch(key);
+                        }
+                        Gathered::Failed(err) => {
+                            let client = self.leave(key);
+                            if err.status().is_some() {
+                                refuse(client, err);
+                            }
+                        }
+                    }
+                    continue;
+                }
                 if parked.phase == Phase::Linger {
                     let (n, closed) = parked.client.conn.discard_input(LINGER_STEP);
                     parked.dropped += n;
@@ -272,7 +310,7 @@ impl Room {
         let deadline = Instant::now()
             + match phase {
                 Phase::Idle => self.timeouts.idle,
-                Phase::Head => self.timeouts.head,
+                Phase::Head | Phase::Body => self.timeouts.head,
                 Phase::Linger => LINGER,
             };
         let entry = self.parked.vacant_entry();
@@ -314,7 +352,7 @@ impl Room {
     fn expiry(&mut self, phase: Phase) -> &mut VecDeque<(Instant, usize, u64)> {
         match phase {
             Phase::Idle => &mut self.idle_expiry,
-            Phase::Head => &mut self.head_expiry,
+            Phase::Head | Phase::Body => &mut self.head_expiry,
             Phase::Linger => &mut self.linger_expiry,
         }
     }
@@ -338,8 +376,9 @@ impl Room {
     }
 
     /// Ends the waits that passed their deadline: a silent or lingering connection is
-    /// closed, a started head gets 408.
+    /// closed, a started head or a body that stalled gets 408.
     fn expire(&mut self, now: Instant, refuse: &impl Fn(Client, ProxyError)) {
+        // Heads and bodies share one queue (one timeout); the others have their own.
         for phase in [Phase::Idle, Phase::Head, Phase::Linger] {
             loop {
                 let queue = self.expiry(phase);
@@ -358,7 +397,8 @@ impl Room {
                     continue;
                 }
                 let client = self.leave(key);
-                if phase == Phase::Head && client.conn.has_buffered() {
+                let due = client.gathering.is_some() || client.conn.has_buffered();
+                if phase == Phase::Head && due {
                     refuse(client, ProxyError::ClientTimeout);
                 }
                 // Otherwise dropping the client closes the socket and frees its slot.

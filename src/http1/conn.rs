@@ -344,6 +344,18 @@ impl ClientConn {
         Ok(n)
     }
 
+    /// Reads what the socket already has into the (empty) buffer, without waiting.
+    /// Ok(0) is end of stream; WOULDBLOCK, nothing there yet.
+    pub(super) fn fill_without_waiting(&mut self) -> rustix::io::Result<usize> {
+        debug_assert_eq!(self.start, self.end, "fill with unconsumed bytes");
+        if self.buf.is_empty() {
+            self.buf.resize(INITIAL_BUF.min(self.max_head), 0);
+        }
+        let (_, n) = recv(&self.stream, &mut self.buf[..], RecvFlags::DONTWAIT)?;
+        (self.start, self.end) = (0, n);
+        Ok(n)
+    }
+
     /// Reads from the socket straight into `out`, bypassing the buffer (which must be
     /// empty, or bytes would be reordered).
     pub(super) fn read_direct(&mut self, out: &mut [u8]) -> io::Result<usize> {

@@ -19,10 +19,12 @@
 mod body;
 mod chunked;
 mod conn;
+mod gather;
 mod request;
 mod response;
 
 pub use body::BodyReader;
 pub use conn::{ClientConn, HeadProgress};
+pub use gather::{Gather, Gathered};
 pub use request::{Framing, RequestHead, Version, parse_head};
 pub use response::{BodyWriter, ResponseBody, ResponseHead, write_error, write_head};

@@ -30,7 +30,7 @@ pub enum Framing {
 
 impl Framing {
     /// True when body bytes follow the head on the wire.
-    pub(super) fn has_body(self) -> bool {
+    pub fn has_body(self) -> bool {
         !matches!(self, Framing::None | Framing::Length(0))
     }
 }

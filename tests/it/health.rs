@@ -181,7 +181,11 @@ fn a_post_without_idempotency_key_is_not_resent() {
 #[test]
 fn a_post_whose_body_was_streamed_past_the_retry_buffer_is_not_resent() {
     let (one, two) = (resetting(), resetting());
-    let lb = start_balancer(&[&one, &two], &["--retry-buffer", "1k"]);
+    // Streamed: a body gathered whole first is always there to send again (below).
+    let lb = start_balancer(
+        &[&one, &two],
+        &["--retry-buffer", "1k", "--request-buffering", "off"],
+    );
     // Within the buffer: resent (to the other backend, which resets too).
     assert_eq!(post(lb.addr, Some("k1"), &[b'a'; 1024]).status, 502);
     wait_until("the resend", || one.heads() + two.heads() == 2);
@@ -192,6 +196,15 @@ fn a_post_whose_body_was_streamed_past_the_retry_buffer_is_not_resent() {
     assert_eq!(three.status, 502);
     // The first and third were sent twice, the second once.
     wait_until("every attempt", || one.heads() + two.heads() == 5);
+}
+
+#[test]
+fn a_post_whose_body_was_gathered_whole_is_resent_past_the_retry_buffer() {
+    let (one, two) = (resetting(), resetting());
+    let lb = start_balancer(&[&one, &two], &["--retry-buffer", "1k"]);
+    // 64 KiB, far past the retry buffer, but gathered before it went out.
+    assert_eq!(post(lb.addr, Some("k1"), &[b'a'; 64 * 1024]).status, 502);
+    wait_until("the resend", || one.heads() + two.heads() == 2);
 }
 
 #[test]

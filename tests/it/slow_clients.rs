@@ -108,3 +108,57 @@ fn an_error_answer_is_read_whole_by_a_client_that_kept_sending() {
     assert!(ending == Ending::Eof, "reset after the answer: {text:?}");
     assert_eq!(backend.heads(), 0);
 }
+
+#[test]
+fn a_slow_upload_waits_on_the_event_side_and_arrives_whole() {
+    let backend = Backend::body_summary();
+    // A long pause limit: the upload must not be cut off before the other requests.
+    let lb = start_balancer(&[&backend], &["--workers", "1", "--client-timeout", "60s"]);
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let mut slow = Client::connect(lb.addr);
+    slow.send("POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n");
+    slow.send(&body[..10]);
+    wait_until("the balancer accepted the upload", || {
+        lb.open_connections() == 1
+    });
+    // While the upload stalls, the only worker serves another client...
+    let (status, _) = get(lb.addr, "/other");
+    assert_eq!(status, 200);
+    // ...and no byte of the upload has reached the backend yet.
+    assert_eq!(backend.head_lines(), ["GET /other HTTP/1.1"]);
+    slow.send(&body[10..50_000]);
+    assert_eq!(get(lb.addr, "/again").0, 200);
+    slow.send(&body[50_000..]);
+    let r = slow.response();
+    assert_eq!(r.status, 200);
+    let up = backend
+        .requests()
+        .into_iter()
+        .find(|r| r.target == "/up")
+        .unwrap();
+    assert_eq!((up.body_len, up.body_hash), (100_000, fnv(&body)));
+}
+
+#[test]
+fn a_slow_chunked_upload_is_gathered_and_forwarded_with_its_length() {
+    let backend = Backend::body_summary();
+    // A long pause limit: the upload must not be cut off before the other requests.
+    let lb = start_balancer(&[&backend], &["--workers", "1", "--client-timeout", "60s"]);
+    let mut slow = Client::connect(lb.addr);
+    slow.send("POST /up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
+    slow.send("5\r\nhello\r\n");
+    wait_until("the balancer accepted the upload", || {
+        lb.open_connections() == 1
+    });
+    assert_eq!(get(lb.addr, "/other").0, 200);
+    slow.send("6\r\n world\r\n0\r\n\r\n");
+    assert_eq!(slow.response().status, 200);
+    let up = backend
+        .requests()
+        .into_iter()
+        .find(|r| r.target == "/up")
+        .unwrap();
+    assert_eq!(up.body, b"hello world");
+    assert_eq!(up.header("content-length"), Some("11"));
+    assert_eq!(up.header("transfer-encoding"), None);
+}
