@@ -81,7 +81,9 @@ flood() {
     local pid_args=() pid
     for pid in "$@"; do pid_args+=(--pid "$pid"); done
     say "flooding $label on $HOST:$port"
+    local started=$SECONDS
     "$FLOOD" --target "$HOST:$port" --label "$label" "${pid_args[@]}" "${ARGS[@]}" >>"$tmp/tables.md"
+    say "$label done in $((SECONDS - started)) s"
 }
 
 ARGS=("$@")
