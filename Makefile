@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test lint check clean bench bench-scale bench-pick chaos
+.PHONY: all build run test lint check clean bench bench-scale bench-pick chaos flood
 
 all: build
 
@@ -41,6 +41,14 @@ bench: build
 # Pass options with ARGS, e.g. make chaos ARGS="--seconds 20 --lb-arg=--health-path --lb-arg=/".
 chaos: build
 	$(CARGO) run --release --locked --example chaos -- $(ARGS)
+
+# Silent, slow and abrupt clients (held connections, slowloris, slow uploads and reads,
+# resets, connect storms, unread pipelines, big heads) against roundhouse, then nginx and
+# HAProxy when installed, while normal requests go through; prints a table per balancer
+# (README "Reliability under floods"). Loopback only, about 2-3 minutes per balancer;
+# builds first. Pass options with ARGS, e.g. make flood ARGS="--scale 0.2 --attacks silent".
+flood:
+	scripts/flood.sh $(ARGS)
 
 # ns per pick for every strategy, 2/16/256 backends, 1/2/8 threads (no network).
 bench-pick:
