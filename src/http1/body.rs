@@ -13,10 +13,22 @@ use super::conn::{ClientConn, gone, is_timeout};
 use super::request::Framing;
 use crate::error::ProxyError;
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 /// Chunk data at least this long is read straight into the caller's buffer; shorter
 /// chunks go through the connection buffer so that one read also fetches the framing.
 const DIRECT_READ: u64 = 2048;
+
+/// A body streamed at the client's pace (`--request-buffering off`) holds a worker, so
+/// it must keep up a minimum rate once this long has passed: Apache's mod_reqtimeout
+/// default (`body=20,MinRate=500`). Below it the request gets 408.
+const BODY_RATE_GRACE: Duration = Duration::from_secs(20);
+const MIN_BODY_RATE: u64 = 500;
+
+/// Whether `bytes` in `elapsed` is below the minimum body rate.
+fn too_slow(bytes: u64, elapsed: Duration) -> bool {
+    elapsed > BODY_RATE_GRACE && bytes < MIN_BODY_RATE.saturating_mul(elapsed.as_secs())
+}
 
 /// Reads one request body. Every failure is returned as an `io::Error` and remembered:
 /// `failure()` then tells the `ProxyError` (BadRequest for framing, BodyTooLarge,
@@ -37,6 +49,8 @@ pub struct BodyReader<'a> {
     failure: Option<ProxyError>,
     /// Set on the first failure: every later read fails the same way.
     broken: Option<io::ErrorKind>,
+    /// When the first read from the socket began, for the minimum rate.
+    since: Option<Instant>,
 }
 
 impl<'a> BodyReader<'a> {
@@ -64,6 +78,7 @@ impl<'a> BodyReader<'a> {
             finished,
             failure: None,
             broken: None,
+            since: None,
         }
     }
 
@@ -88,11 +103,13 @@ impl<'a> BodyReader<'a> {
         let n = if buffered.is_empty() {
             self.continue_once()?;
             // Limited to the body, so the next request's bytes stay in the socket.
-            match self.conn.read_direct(&mut out[..want]) {
+            let n = match self.conn.read_direct(&mut out[..want]) {
                 Ok(0) => return Err(gone("client closed in the middle of a request body")),
                 Ok(n) => n,
                 Err(err) => return Err(socket_error(err)),
-            }
+            };
+            self.keep_pace(n)?;
+            n
         } else {
             let n = want.min(buffered.len());
             out[..n].copy_from_slice(&buffered[..n]);
@@ -135,6 +152,7 @@ impl<'a> BodyReader<'a> {
                     Ok(0) => return Err(gone("client closed in the middle of a request body")),
                     Ok(n) => {
                         self.dechunker.skip_data(n as u64);
+                        self.keep_pace(n)?;
                         return self.count(n);
                     }
                     Err(err) => return Err(socket_error(err)),
@@ -142,7 +160,7 @@ impl<'a> BodyReader<'a> {
             }
             match self.conn.fill() {
                 Ok(0) => return Err(gone("client closed in the middle of a request body")),
-                Ok(_) => {}
+                Ok(n) => self.keep_pace(n)?,
                 Err(err) => return Err(socket_error(err)),
             }
         }
@@ -155,6 +173,17 @@ impl<'a> BodyReader<'a> {
             return Err(ProxyError::BodyTooLarge);
         }
         Ok(n)
+    }
+
+    /// After a read of `n` bytes from the socket: fails once the body, from its first
+    /// read on, comes slower than the minimum rate. `total` counts decoded bytes, so
+    /// `n` covers what this read brought before it is counted.
+    fn keep_pace(&mut self, n: usize) -> Result<(), ProxyError> {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if too_slow(self.total + n as u64, since.elapsed()) {
+            return Err(ProxyError::ClientTimeout);
+        }
+        Ok(())
     }
 
     fn continue_once(&mut self) -> Result<(), ProxyError> {
@@ -453,5 +482,15 @@ mod tests {
             prop_assert_eq!(conn.read_head(later()).unwrap().unwrap().target, "/next");
             drop(writer.join().unwrap());
         }
+    }
+
+    #[test]
+    fn a_streamed_body_must_keep_the_minimum_rate_after_its_grace() {
+        let s = Duration::from_secs;
+        // Within the grace anything goes; after it, 500 bytes a second on average.
+        assert!(!too_slow(0, s(20)));
+        assert!(too_slow(10_000, s(21)));
+        assert!(!too_slow(10_500, s(21)));
+        assert!(!too_slow(1 << 30, s(3600)));
     }
 }
