@@ -114,7 +114,13 @@ impl ClientConn {
                 Ok((_, 0)) => return HeadProgress::Closed,
                 Ok((_, n)) => self.end += n,
                 Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::WOULDBLOCK) => return HeadProgress::Waiting { started },
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    // Nothing yet: the wait costs no buffer.
+                    if !started {
+                        self.release_buffer();
+                    }
+                    return HeadProgress::Waiting { started };
+                }
                 // Reset or failed: a client that is gone gets nothing forwarded.
                 Err(_) => return HeadProgress::Closed,
             }
