@@ -162,3 +162,37 @@ fn a_slow_chunked_upload_is_gathered_and_forwarded_with_its_length() {
     assert_eq!(up.header("content-length"), Some("11"));
     assert_eq!(up.header("transfer-encoding"), None);
 }
+
+#[test]
+fn every_accepted_request_is_forwarded_once_or_answered_with_its_error() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let backend = Backend::held("ok");
+    let lb = start_balancer(&[&backend], &["--workers", "2", "--queue", "4"]);
+    let refused = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..40)
+        .map(|i| {
+            let refused = refused.clone();
+            let addr = lb.addr;
+            std::thread::spawn(move || {
+                let (status, _) = get(addr, &format!("/{i}"));
+                if status == 503 {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                }
+                status
+            })
+        })
+        .collect();
+    // Two requests at the backend, four in the queue: the other 34 are turned away.
+    wait_until("34 requests turned away", || {
+        refused.load(Ordering::SeqCst) == 34
+    });
+    assert_eq!(backend.heads(), 2);
+    backend.release();
+    let statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    assert_eq!(ok + refused.load(Ordering::SeqCst), 40, "{statuses:?}");
+    // Each answered request reached the backend exactly once; no refused one did.
+    assert_eq!(ok, 6);
+    assert_eq!(backend.count(), 6);
+}
