@@ -2,7 +2,8 @@
 //! another while they come back to back, then parks it in the waiting room. Connections
 //! arrive here from the queue (fed by `listener.rs` and `waiting_room.rs`); each request
 //! goes to `proxy::handle`, and a head that cannot be read is refused here (`refuse.rs`).
-//! The connection itself is a `Client` (client.rs).
+//! An answer that its client has not taken whole goes to the waiting room to be written
+//! out, and the connection with it. The connection itself is a `Client` (client.rs).
 
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use crate::access_log::Entry;
 use crate::client::{Client, Gathering};
 use crate::http1::{Gather, Gathered, HeadProgress, RequestHead};
+use crate::outbox;
 use crate::pool::Backlog;
 use crate::proxy::{self, Body, Next, Proxy, Scratch};
 use crate::refuse::{self, Refusal, Tally};
@@ -95,7 +97,7 @@ pub fn serve(
                 }
             },
         };
-        let next = proxy::handle(
+        let (next, unsent) = proxy::handle(
             &shared.proxy,
             &mut client.conn,
             head,
@@ -104,7 +106,20 @@ pub fn serve(
             queue_wait,
         );
         // Also when the shutdown began after the answer: close rather than park.
-        if next == Next::Close || shared.shutdown.is_stopping() {
+        let closing = next == Next::Close || shared.shutdown.is_stopping();
+        if let Some(unsent) = unsent {
+            // The backend's answer is all read, but the client has not taken all of it: the
+            // event side writes the rest as the client takes it, then parks or closes the
+            // connection, and this worker goes to its next job.
+            if let Err(back) = shared.waiting_room.write_out(client, unsent, !closing) {
+                // The room takes no more (shutdown): the answer is finished here, as far
+                // as the write timeout lets it, and the connection closed.
+                let (client, mut unsent) = *back;
+                let _ = outbox::write_rest(client.conn.stream(), &mut unsent, &mut Vec::new());
+            }
+            return;
+        }
+        if closing {
             // The client may still be sending what nobody read (a refused body): let it
             // read the answer before the close.
             if client.conn.has_buffered() {

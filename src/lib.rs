@@ -45,6 +45,7 @@ pub mod health;
 pub mod http1;
 pub mod listener;
 pub mod metrics;
+pub mod outbox;
 pub mod pool;
 pub mod proxy;
 pub mod refuse;

@@ -129,8 +129,10 @@ pub enum Next {
 /// 4. log and count it once, through `Tally` (refuse.rs).
 ///
 /// Whether the connection may carry another request is decided once, before the answer
-/// is written, and returned. `queue_wait`: how long the connection waited for a worker
-/// before this request.
+/// is written, and returned, with the end of the answer that the client has not taken
+/// yet, if any: the caller has it written out (`WaitingRoom::write_out`) before the
+/// connection carries anything else. `queue_wait`: how long the connection waited for
+/// a worker before this request.
 pub fn handle(
     proxy: &Proxy,
     conn: &mut ClientConn,
@@ -138,7 +140,7 @@ pub fn handle(
     body: Body,
     scratch: &mut Scratch,
     queue_wait: Duration,
-) -> Next {
+) -> (Next, Option<Spill>) {
     let mut request = prepare(proxy, conn.peer(), head, queue_wait);
     // Held until the request ends: the backends it was counted against stay alive even
     // if a reload swaps them out meanwhile.
@@ -159,35 +161,42 @@ pub fn handle(
         && body_read
         && !proxy.shutdown.is_stopping()
         && !matches!(&answer, Err(err) if err.closes_connection());
-    let reusable = match answer {
-        // `_in_flight` counts the request against its backend until the answer is out.
+    let (reusable, unsent) = match answer {
+        // `_in_flight` counts the request against its backend until the backend's answer
+        // is read whole.
         Ok((reply, _in_flight)) => {
             let relayed = relay(
-                conn.stream_mut(),
+                conn.stream(),
                 &mut scratch.out,
                 &mut scratch.copy,
                 reply,
                 request.wanted(keep_alive),
                 |headers| request.add_headers(&attempts, headers),
             );
+            // Logged now, when the worker is done with it, even if a slow client has
+            // not taken all of it yet: its bytes are those handed to the client.
             finish(proxy, &request, &attempts, &relayed);
-            relayed.keep_alive
+            (relayed.keep_alive, relayed.unsent)
         }
-        Err(err) => answer_error(
-            proxy,
-            conn,
-            &mut scratch.out,
-            &request,
-            &attempts,
-            &err,
-            keep_alive,
-        ),
+        Err(err) => {
+            let reusable = answer_error(
+                proxy,
+                conn,
+                &mut scratch.out,
+                &request,
+                &attempts,
+                &err,
+                keep_alive,
+            );
+            (reusable, None)
+        }
     };
-    if reusable {
+    let next = if reusable {
         Next::KeepAlive
     } else {
         Next::Close
-    }
+    };
+    (next, unsent)
 }
 
 /// One request on its way through `handle`: its head, as the header policy changes it,

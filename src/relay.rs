@@ -1,7 +1,13 @@
 //! The relay: a backend's answer streamed to the client, head first, then the body as it
 //! comes, framed for this client (length, chunked, or close-delimited for HTTP/1.0).
 //! `proxy::handle` calls `relay` with the `Reply` that `upstream/` got; the header
-//! policy is `headers.rs`'s and the writing `http1/`'s.
+//! policy is `headers.rs`'s and the framing `http1/`'s.
+//!
+//! The body is read at the backend's pace and written through an `Outbox` (outbox.rs),
+//! which never waits for the client: what the client cannot take yet is kept for it.
+//! So the relay ends when the backend's answer does (its connection goes back to the
+//! pool), and whatever the client has not taken comes back as `Relayed::unsent`, for
+//! the waiting room to write out.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -11,6 +17,8 @@ use http::header::{self, HeaderMap};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::http1::{ResponseBody, ResponseHead, Version, write_head};
+use crate::outbox::Outbox;
+use crate::spill::Spill;
 use crate::upstream::Reply;
 
 /// What the request says about how its answer may be framed.
@@ -26,20 +34,25 @@ pub struct Wanted {
 /// What a relayed answer came to.
 pub struct Relayed {
     pub status: u16,
-    /// Body bytes sent to the client.
+    /// Body bytes handed to the client: sent, or kept in `unsent` for it.
     pub bytes: u64,
     /// The connection may carry another request: it was allowed to, the framing did not
-    /// need the close, and the answer went out whole.
+    /// need the close, and the answer was handed over whole.
     pub keep_alive: bool,
     /// Why the answer broke off after its head was sent: part of it may be out, so the
     /// only honest ending is to close.
     pub error: Option<ProxyError>,
+    /// The end of the answer that the client has not taken yet, in order: to be written
+    /// out before the connection carries anything else (or closes). Also after a
+    /// backend broke off: the client gets what the backend did send, then the close.
+    pub unsent: Option<Spill>,
 }
 
 /// Streams `reply` to the client on `stream`: the head through `out`, the body through
 /// `copy`. `add_headers` adds our own fields (request id, trace) after the header policy.
+/// Never waits for the client, except past `outbox::MAX_UNSENT` (see outbox.rs).
 pub fn relay(
-    stream: &mut TcpStream,
+    stream: &TcpStream,
     out: &mut Vec<u8>,
     copy: &mut [u8],
     mut reply: Reply,
@@ -64,8 +77,9 @@ pub fn relay(
         (false, None) => (ResponseBody::Unknown, None),
     };
 
+    let mut outbox = Outbox::new(stream);
     let mut writer = write_head(
-        stream,
+        &mut outbox,
         out,
         &ResponseHead {
             version: wanted.version,
@@ -76,13 +90,16 @@ pub fn relay(
             keep_alive: wanted.keep_alive,
         },
     );
-    let ended = |bytes, error| Relayed {
+    let client_gone = |bytes, err: io::Error| Relayed {
         status,
         bytes,
         keep_alive: false,
-        error: Some(error),
+        error: Some(ProxyError::ClientGone(err)),
+        unsent: None,
     };
-    let client_gone = |bytes, err: io::Error| ended(bytes, ProxyError::ClientGone(err));
+    // Chunked or close-delimited: the backend streams (Server-Sent Events and the like),
+    // so what it sent goes out before it is waited for again.
+    let streamed = matches!(kind, ResponseBody::Unknown);
     let mut bytes = 0u64;
     if !matches!(kind, ResponseBody::None) {
         let mut body = reply.into_body();
@@ -90,12 +107,26 @@ pub fn relay(
             let n = match body.read(copy) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(err) => return ended(bytes, ProxyError::answer_broke_off(backend, err)),
+                Err(err) => {
+                    // What the backend did send goes to the client, then the close; the
+                    // end of the body is never made up (the writer is not finished).
+                    let _ = writer.flush();
+                    return Relayed {
+                        status,
+                        bytes,
+                        keep_alive: false,
+                        error: Some(ProxyError::answer_broke_off(backend, err)),
+                        unsent: outbox.into_unsent(),
+                    };
+                }
             };
             if let Err(err) = writer.write_all(&copy[..n]) {
                 return client_gone(bytes, err);
             }
             bytes += n as u64;
+            if streamed && let Err(err) = writer.send_buffered() {
+                return client_gone(bytes, err);
+            }
         }
     }
     let keep_alive = writer.keep_alive();
@@ -107,5 +138,6 @@ pub fn relay(
         bytes,
         keep_alive,
         error: None,
+        unsent: outbox.into_unsent(),
     }
 }

@@ -16,7 +16,10 @@
 //! sends is read and dropped for a moment, so that the client reads the answer instead
 //! of a reset (nginx's lingering close). With `--request-buffering on` a request body
 //! the client sends slowly is gathered here too (`http1::Gather`, into a spill buffer)
-//! before a worker forwards the request, so a slow upload holds no worker either.
+//! before a worker forwards the request, so a slow upload holds no worker either. And
+//! the end of an answer that a slow client has not taken yet is written out here, as
+//! the client takes it, while the worker that relayed it goes on to its next job (write
+//! completion: `write_out.rs`).
 //!
 //! Written on `polling` (a thin epoll wrapper): the standard library has no readiness API,
 //! and a whole event loop crate would bring a runtime we do not want.
@@ -37,6 +40,10 @@ use crate::error::ProxyError;
 use crate::http1::{Gathered, HeadProgress};
 use crate::pool::Pool;
 
+mod write_out;
+
+use write_out::{Handing, Unsent, WriteOut};
+
 /// The handle the acceptor and the workers hand connections to the room with.
 #[derive(Clone)]
 pub struct WaitingRoom {
@@ -44,6 +51,10 @@ pub struct WaitingRoom {
     poller: Arc<Poller>,
     /// Set at shutdown by `close`: nothing is parked any more.
     closed: Arc<AtomicBool>,
+    /// Connections whose answer is to be written out, with its end (`write_out`).
+    write_outs: Sender<WriteOut>,
+    /// Hand-overs on their way, and whether the room still takes them (`Handing`).
+    handing: Handing,
 }
 
 /// What a connection waits for, which says how long it may wait.
@@ -60,6 +71,9 @@ enum Phase {
     /// Answered and closing: the client's last bytes are read and dropped, for
     /// `LINGER` and `LINGER_BYTES` at most.
     Linger,
+    /// The end of an answer is written as the client takes it: `--client-timeout` at
+    /// most without progress (write_out.rs).
+    WriteOut,
 }
 
 /// How long a closing connection lingers, and how much of what its client still sends
@@ -86,11 +100,17 @@ impl WaitingRoom {
     pub fn new(timeouts: Timeouts) -> io::Result<(WaitingRoom, Room)> {
         let poller = Arc::new(Poller::new()?);
         let (arrivals, arrivals_rx) = unbounded();
+        let (write_outs, write_outs_rx) = unbounded();
+        let handing = Handing::default();
         let closed = Arc::new(AtomicBool::new(false));
         let room = Room {
             closed: closed.clone(),
             poller: poller.clone(),
             arrivals: arrivals_rx,
+            write_outs: write_outs_rx,
+            handing: handing.clone(),
+            write_expiry: VecDeque::new(),
+            reread: Vec::new(),
             parked: Slab::new(),
             idle_expiry: VecDeque::new(),
             head_expiry: VecDeque::new(),
@@ -103,6 +123,8 @@ impl WaitingRoom {
                 arrivals,
                 poller,
                 closed,
+                write_outs,
+                handing,
             },
             room,
         ))
@@ -171,6 +193,8 @@ struct Parked {
     dropped: usize,
     /// Tells this stay apart from a later one in the same slab slot.
     seq: u64,
+    /// The end of the answer being written out (`Phase::WriteOut` only).
+    unsent: Option<Box<Unsent>>,
 }
 
 /// The waiting room's own side: the parked connections, run by its thread, which is
@@ -179,6 +203,9 @@ pub struct Room {
     closed: Arc<AtomicBool>,
     poller: Arc<Poller>,
     arrivals: Receiver<(Client, Phase)>,
+    write_outs: Receiver<WriteOut>,
+    /// Shared with the handles (`Handing`).
+    handing: Handing,
     parked: Slab<Parked>,
     /// (deadline, slab key, seq) in deadline order, one queue per phase: every wait in a
     /// phase lasts the same time, so the order deadlines are set in is deadline order.
@@ -187,8 +214,14 @@ pub struct Room {
     idle_expiry: VecDeque<(Instant, usize, u64)>,
     head_expiry: VecDeque<(Instant, usize, u64)>,
     linger_expiry: VecDeque<(Instant, usize, u64)>,
+    /// Ordered by deadline too, but each deadline moves with the progress of its
+    /// write-out, so entries are put back in order (`expire_write_outs`).
+    write_expiry: VecDeque<(Instant, usize, u64)>,
     next_seq: u64,
     timeouts: Timeouts,
+    /// Where a write-out's spilled file part is read back (one for all, made when first
+    /// needed).
+    reread: Vec<u8>,
 }
 
 impl Room {
@@ -228,30 +261,11 @@ impl Room {
                     continue;
                 };
                 if parked.phase == Phase::Body {
-                    let client = &mut parked.client;
-                    let gathering = client.gathering.as_mut().expect("a body to gather");
-                    match gathering.gather.fill(&mut client.conn) {
-                        Gathered::Done => {
-                            let mut client = self.leave(key);
-                            client.queued_at(now);
-                            if let Err(TrySendError::Full(client)) = ready.try_submit(client) {
-                                refuse(client, ProxyError::Overloaded);
-                            }
-                        }
-                        Gathered::Waiting => {
-                            // A pause limit: the client has another `--client-timeout`.
-                            parked.deadline = now + self.timeouts.head;
-                            self.head_expiry
-                                .push_back((parked.deadline, key, parked.seq));
-                            self.watch(key);
-                        }
-                        Gathered::Failed(err) => {
-                            let client = self.leave(key);
-                            if err.status().is_some() {
-                                refuse(client, err);
-                            }
-                        }
-                    }
+                    self.gather_some(key, now, &ready, &refuse);
+                    continue;
+                }
+                if parked.phase == Phase::WriteOut {
+                    self.write_some(key, now, &ready, &refuse);
                     continue;
                 }
                 if parked.phase == Phase::Linger {
@@ -295,12 +309,52 @@ impl Room {
             while let Ok((client, phase)) = self.arrivals.try_recv() {
                 self.enter(client, phase);
             }
+            self.take_write_outs();
             if self.closed.load(Ordering::Relaxed) {
                 self.close_all();
-                // Dropping `arrivals` makes later `park`s close their connection.
-                return;
+                if !self.still_writing_out() {
+                    // Dropping `arrivals` makes later `park`s close their connection.
+                    return;
+                }
             }
             self.expire(Instant::now(), &refuse);
+            self.expire_write_outs(Instant::now());
+        }
+    }
+
+    /// A request body arrived in part: gathers what is there, and queues the request
+    /// for a worker once the body is whole. A body that stalls gets another
+    /// `--client-timeout` after each piece; a malformed or too large one is refused.
+    fn gather_some(
+        &mut self,
+        key: usize,
+        now: Instant,
+        ready: &Pool<Client>,
+        refuse: &impl Fn(Client, ProxyError),
+    ) {
+        let parked = &mut self.parked[key];
+        let client = &mut parked.client;
+        let gathering = client.gathering.as_mut().expect("a body to gather");
+        match gathering.gather.fill(&mut client.conn) {
+            Gathered::Done => {
+                let mut client = self.leave(key);
+                client.queued_at(now);
+                if let Err(TrySendError::Full(client)) = ready.try_submit(client) {
+                    refuse(client, ProxyError::Overloaded);
+                }
+            }
+            Gathered::Waiting => {
+                parked.deadline = now + self.timeouts.head;
+                self.head_expiry
+                    .push_back((parked.deadline, key, parked.seq));
+                self.watch(key);
+            }
+            Gathered::Failed(err) => {
+                let client = self.leave(key);
+                if err.status().is_some() {
+                    refuse(client, err);
+                }
+            }
         }
     }
 
@@ -312,6 +366,7 @@ impl Room {
                 Phase::Idle => self.timeouts.idle,
                 Phase::Head | Phase::Body => self.timeouts.head,
                 Phase::Linger => LINGER,
+                Phase::WriteOut => self.timeouts.head,
             };
         let entry = self.parked.vacant_entry();
         let key = entry.key();
@@ -328,6 +383,7 @@ impl Room {
             deadline,
             dropped: 0,
             seq,
+            unsent: None,
         });
         self.expiry(phase).push_back((deadline, key, seq));
     }
@@ -354,22 +410,34 @@ impl Room {
             Phase::Idle => &mut self.idle_expiry,
             Phase::Head | Phase::Body => &mut self.head_expiry,
             Phase::Linger => &mut self.linger_expiry,
+            Phase::WriteOut => &mut self.write_expiry,
         }
     }
 
     /// The earliest deadline of any phase.
     fn next_deadline(&self) -> Option<Instant> {
-        [&self.idle_expiry, &self.head_expiry, &self.linger_expiry]
-            .into_iter()
-            .filter_map(|q| q.front().map(|e| e.0))
-            .min()
+        [
+            &self.idle_expiry,
+            &self.head_expiry,
+            &self.linger_expiry,
+            &self.write_expiry,
+        ]
+        .into_iter()
+        .filter_map(|q| q.front().map(|e| e.0))
+        .min()
     }
 
-    /// Closes every parked connection (shutdown).
+    /// Closes every parked connection (shutdown), but those being written out: they
+    /// are requests in flight, closed once their answer is out.
     fn close_all(&mut self) {
-        for parked in self.parked.drain() {
-            let _ = self.poller.delete(parked.client.conn.stream());
-        }
+        let poller = &self.poller;
+        self.parked.retain(|_, parked| {
+            let writing = parked.phase == Phase::WriteOut;
+            if !writing {
+                let _ = poller.delete(parked.client.conn.stream());
+            }
+            writing
+        });
         self.idle_expiry.clear();
         self.head_expiry.clear();
         self.linger_expiry.clear();

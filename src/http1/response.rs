@@ -2,7 +2,8 @@
 //! one reusable buffer so that a small answer leaves in a single write.
 //!
 //! `relay.rs` (and `admin.rs`) describe an answer as a `ResponseHead`, write it with
-//! `write_head` and stream the body through the returned `BodyWriter`;
+//! `write_head` and stream the body through the returned `BodyWriter`, over any
+//! `Write`: relay's is an `Outbox` (outbox.rs), which never waits for a slow client;
 //! `refuse.rs` sends refusals with `write_error`. Header policy (which fields to
 //! drop) is `headers.rs`'s job; this file only adds the framing it chooses.
 
@@ -56,11 +57,11 @@ pub struct ResponseHead<'h> {
 ///
 /// Nothing is sent yet: the returned writer sends the head with the first buffer-full
 /// of body, or at `flush` / `finish`.
-pub fn write_head<'a>(
-    stream: &'a mut TcpStream,
+pub fn write_head<'a, W: Write>(
+    stream: &'a mut W,
     out: &'a mut Vec<u8>,
     head: &ResponseHead<'_>,
-) -> BodyWriter<'a> {
+) -> BodyWriter<'a, W> {
     let ResponseHead {
         version,
         status,
@@ -160,14 +161,14 @@ enum Mode {
 /// Dropping the writer without `finish` sends nothing more: that is how a broken
 /// upstream body is passed on (close the socket, never invent the end of the body).
 #[derive(Debug)]
-pub struct BodyWriter<'a> {
-    stream: &'a mut TcpStream,
+pub struct BodyWriter<'a, W: Write> {
+    stream: &'a mut W,
     out: &'a mut Vec<u8>,
     mode: Mode,
     keep_alive: bool,
 }
 
-impl BodyWriter<'_> {
+impl<W: Write> BodyWriter<'_, W> {
     /// Ends the body (the terminating chunk, or a check that the announced length was
     /// written) and sends everything. Call it only when the upstream body ended
     /// cleanly.
@@ -192,6 +193,17 @@ impl BodyWriter<'_> {
     /// the body is close-delimited).
     pub fn keep_alive(&self) -> bool {
         self.keep_alive
+    }
+
+    /// Sends the body bytes buffered so far (as one chunk when chunked), so that the
+    /// client has everything written: a streamed answer goes out as it comes. Unlike
+    /// `flush`, it leaves a chunk's closing CRLF alone for the next send, since the
+    /// chunk's data is already out.
+    pub fn send_buffered(&mut self) -> io::Result<()> {
+        match self.mode {
+            Mode::Chunked { open: None } => Ok(()),
+            _ => self.flush(),
+        }
     }
 
     /// Writes the size line of the chunk being buffered into the room kept for it.
@@ -250,7 +262,7 @@ impl BodyWriter<'_> {
     }
 }
 
-impl Write for BodyWriter<'_> {
+impl<W: Write> Write for BodyWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -615,6 +627,48 @@ mod tests {
             "x".repeat(70_000)
         );
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn send_buffered_sends_what_was_written_but_not_a_lone_chunk_end() {
+        let (mut client, mut server) = socket_pair();
+        let mut out = Vec::new();
+        let mut w = write_head(
+            &mut server,
+            &mut out,
+            &ok(&HeaderMap::new(), ResponseBody::Unknown),
+        );
+        let expect = |client: &mut TcpStream, what: &[u8]| {
+            let mut seen = vec![0; what.len()];
+            client.read_exact(&mut seen).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&seen),
+                String::from_utf8_lossy(what)
+            );
+        };
+        w.write_all(b"part").unwrap();
+        w.send_buffered().unwrap();
+        expect(
+            &mut client,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart\r\n",
+        );
+        // A large write goes out at once; the CRLF after it waits for the next send.
+        w.write_all(&[b'x'; 20_000]).unwrap();
+        w.send_buffered().unwrap();
+        let mut big = b"4e20\r\n".to_vec();
+        big.extend_from_slice(&[b'x'; 20_000]);
+        expect(&mut client, &big);
+        client.set_nonblocking(true).unwrap();
+        assert_eq!(
+            client.read(&mut [0; 8]).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        client.set_nonblocking(false).unwrap();
+        w.finish().unwrap();
+        drop(server);
+        let mut rest = String::new();
+        client.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "\r\n0\r\n\r\n");
     }
 
     #[test]

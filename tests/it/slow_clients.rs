@@ -196,3 +196,201 @@ fn every_accepted_request_is_forwarded_once_or_answered_with_its_error() {
     assert_eq!(ok, 6);
     assert_eq!(backend.count(), 6);
 }
+
+/// The big answer of the slow-reader tests: more than any socket buffers hold.
+const BIG: u64 = 8 << 20;
+
+/// A backend answering `/big` with `BIG` pattern bytes of `seed` (Content-Length) and
+/// anything else with 200 `ok`.
+fn big_or_small(seed: u64) -> Backend {
+    Backend::start(move |req, s| {
+        if req.target != "/big" {
+            s.write_all(&response(200, &[], b"ok"))?;
+            return Ok(Next::KeepAlive);
+        }
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, s);
+        write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n")?;
+        let mut p = Pattern::new(seed, BIG);
+        let mut buf = vec![0; 65_521];
+        loop {
+            let n = p.fill(&mut buf);
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])?;
+        }
+        out.flush()?;
+        Ok(Next::KeepAlive)
+    })
+}
+
+/// A client whose socket takes little in: a small receive buffer and small segments,
+/// set before the connect (else loopback's buffers take a whole answer in at once).
+fn slow_reader(addr: std::net::SocketAddr) -> Client {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.set_tcp_mss(1460).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    Client {
+        reader: ResponseReader::new(stream),
+    }
+}
+
+/// Reads the big answer on `c` and checks it is whole and in order.
+fn read_big(c: &mut Client, seed: u64) {
+    let head = c.reader.read_head().unwrap().expect("a response");
+    assert_eq!(head.status, 200);
+    let mut got = Fnv::new();
+    let mut len = 0u64;
+    let complete = c
+        .reader
+        .read_body(&head, false, &mut |b| {
+            got.update(b);
+            len += b.len() as u64;
+        })
+        .unwrap();
+    assert!(complete, "the answer ended early, after {len} bytes");
+    assert_eq!(
+        got.finish(),
+        Pattern::hash_of(seed, BIG),
+        "the answer changed"
+    );
+}
+
+#[test]
+fn a_slow_reader_of_a_large_answer_does_not_hold_the_only_worker() {
+    let backend = big_or_small(31);
+    let lb = start_balancer(&[&backend], &["--workers", "1", "--client-timeout", "60s"]);
+    let mut slow = slow_reader(lb.addr);
+    slow.send("GET /big HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    wait_until("the backend got the big request", || backend.heads() == 1);
+    // The slow client reads nothing yet: the only worker must be free all the same.
+    assert_eq!(get(lb.addr, "/small"), (200, "ok".to_string()));
+    read_big(&mut slow, 31);
+    // Then the close it asked for, not a reset.
+    let (rest, ending) = slow.rest();
+    assert_eq!((rest.len(), ending), (0, Ending::Eof));
+}
+
+#[test]
+fn a_reader_that_takes_nothing_for_the_client_timeout_is_closed() {
+    let backend = big_or_small(33);
+    let lb = start_balancer(&[&backend], &["--workers", "1", "--client-timeout", "1s"]);
+    let mut slow = slow_reader(lb.addr);
+    slow.send("GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    wait_until("the backend got the big request", || backend.heads() == 1);
+    wait_until("the balancer closed the silent reader", || {
+        lb.open_connections() == 0
+    });
+    // What the socket held, then the end: never the whole answer.
+    let (bytes, ending) = slow.rest();
+    assert!(ending.is_closed(), "left open");
+    assert!((bytes.len() as u64) < BIG, "the whole answer came");
+}
+
+#[test]
+fn a_connection_goes_on_after_its_answer_was_written_out() {
+    let backend = big_or_small(32);
+    let lb = start_balancer(&[&backend], &["--workers", "1", "--client-timeout", "60s"]);
+    let mut slow = slow_reader(lb.addr);
+    slow.send("GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    wait_until("the backend got the big request", || backend.heads() == 1);
+    assert_eq!(get(lb.addr, "/small"), (200, "ok".to_string()));
+    // Sent while the answer is still being written out, and answered after it.
+    slow.send("GET /pipelined HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    read_big(&mut slow, 32);
+    let r = slow.response();
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok"));
+    // And once idle, the next request on the same connection.
+    let r = slow.get("/later");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok"));
+    let targets: Vec<String> = backend.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, ["/big", "/small", "/pipelined", "/later"]);
+    assert_eq!(
+        backend.connections(),
+        1,
+        "the backend connection was not reused"
+    );
+}
+
+#[test]
+fn a_streamed_answer_reaches_its_reader_piece_by_piece() {
+    let gate = Gate::default();
+    let backend = {
+        let gate = gate.clone();
+        Backend::start(move |_, s| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")?;
+            s.write_all(b"Transfer-Encoding: chunked\r\n\r\n")?;
+            s.write_all(b"d\r\ndata: first\n\n\r\n")?;
+            // The rest only once the client has the first event.
+            gate.wait();
+            s.write_all(b"e\r\ndata: second\n\n\r\n0\r\n\r\n")?;
+            Ok(Next::KeepAlive)
+        })
+    };
+    let lb = start_balancer(&[&backend], &[]);
+    let mut c = Client::connect(lb.addr);
+    c.send("GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let head = c.reader.read_head().unwrap().expect("a response");
+    assert_eq!(head.status, 200);
+    let mut body = Vec::new();
+    let complete = c.reader.read_body(&head, false, &mut |b| {
+        body.extend_from_slice(b);
+        if body == b"data: first\n\n" {
+            gate.open();
+        }
+    });
+    // Whatever happened, the backend's thread may end.
+    gate.open();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        complete.is_ok_and(|whole| whole),
+        "the first event did not come alone: {text:?}"
+    );
+    assert_eq!(text, "data: first\n\ndata: second\n\n");
+}
+
+#[test]
+fn an_answer_being_written_out_at_shutdown_is_finished_before_the_exit() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let backend = big_or_small(34);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", reserve_port()).parse().unwrap();
+    let (listen, backend_addr) = (addr.to_string(), backend.addr.to_string());
+    let mut p = Proc::spawn(std::process::Command::new(BIN).args([
+        "--listen",
+        &listen,
+        "--backend",
+        &backend_addr,
+        "--workers",
+        "1",
+        "--client-timeout",
+        "60s",
+    ]));
+    wait_accepting(addr);
+    let mut slow = slow_reader(addr);
+    slow.send("GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    wait_until("the backend got the big request", || backend.heads() == 1);
+    // The answer is with the event side once the only worker serves another client.
+    assert_eq!(get(addr, "/small"), (200, "ok".to_string()));
+
+    kill_process(Pid::from_child(&p.child), Signal::TERM).expect("signal the balancer");
+    wait_until("the balancer to stop accepting", || {
+        p.stderr().contains("stopped accepting")
+    });
+    read_big(&mut slow, 34);
+    let (rest, ending) = slow.rest();
+    assert_eq!(
+        (rest.len(), ending),
+        (0, Ending::Eof),
+        "closed after the answer"
+    );
+    wait_until("the balancer to exit", || {
+        p.child.try_wait().unwrap().is_some()
+    });
+    let status = p.child.try_wait().unwrap().unwrap();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", p.stderr());
+}
