@@ -1,25 +1,34 @@
 //! roundhouse: an HTTP/1.1 load balancer on plain threads and blocking sockets.
 //!
-//! The path of one request, file by file:
+//! The rule that shapes it: **a worker only ever works; all waiting for a client
+//! happens on the event side** (`waiting_room`: one thread, one epoll set). The path of
+//! one request, file by file:
 //!
-//! 1. `listener` accepts a connection (at most `--max-connections` at once), makes it a
-//!    `client` and puts it on a bounded queue; a full queue gets 503 right there
-//!    (`client::refuse`).
+//! 1. `listener` accepts a connection (at most `--max-connections` at once) and makes it
+//!    a `client`; the acceptor reads once without waiting. A whole request head goes on
+//!    a bounded queue (a full queue gets 503 right there, `client::refuse`); anything
+//!    less goes to the `waiting_room`, which reads the rest as it comes and queues the
+//!    connection once the head is whole.
 //! 2. `pool` runs worker threads, started as the load needs them up to `--workers`,
 //!    that take connections off the queue.
-//! 3. `connection` serves one connection: it reads a request head with `http1` (our own
-//!    strict HTTP/1.1 front door on httparse) and hands it to `proxy`.
+//! 3. `connection` serves one connection: it parses the buffered head with `http1` (our
+//!    own strict HTTP/1.1 front door on httparse), has its body gathered whole first
+//!    (`http1::Gather` into a `spill`, by the waiting room if the client is slow), and
+//!    hands the request to `proxy`.
 //! 4. `proxy` is the main path: `balancer` picks a backend, `target` and `headers` shape
 //!    the request, `upstream` forwards it and `relay` streams the answer back through
-//!    `http1`. A backend that fails is reported to `health` (which alone decides which
-//!    backends are up, with one thread of active checks); a request whose backend broke
-//!    off before answering is sent again when `retry` says it is safe and affordable.
+//!    `http1` and an `outbox`, which never waits for the client: what it cannot take
+//!    yet is kept in a `spill`. A backend that fails is reported to `health` (which
+//!    alone decides which backends are up, with one thread of active checks); a request
+//!    whose backend broke off before answering is sent again when `retry` says it is
+//!    safe and affordable.
 //! 5. Whatever roundhouse answers itself (a head it refuses, a full queue, a failure
 //!    `error` gives a status) goes out through `refuse`, which also writes the
 //!    `access_log` line and counts it, as it does for every relayed answer.
-//! 6. Back in `connection`, the worker serves the next request if it comes at once, or
-//!    parks the connection in the `waiting_room` (one epoll thread for all idle
-//!    connections), which queues it again when the next request arrives.
+//! 6. Back in `connection`, the worker hands an answer its client has not taken whole
+//!    to the waiting room, which writes it out; it serves the next request if it comes
+//!    at once, or parks the connection in the waiting room, which queues it again when
+//!    the next head is whole.
 //!
 //! `server` wires these together; `cli`, `config` and `config_file` read the command
 //! line and the `--config` file. `signals` turns SIGHUP into a `reload` and SIGTERM into
