@@ -16,55 +16,15 @@ readonly BACKEND_PORTS=(18081 18082)
 TARGET=${CARGO_TARGET_DIR:-target}
 readonly BALANCER=$TARGET/release/roundhouse FLOOD=$TARGET/release/examples/flood
 
-pids=()
 tmp=
 
 say() { printf 'flood.sh: %s\n' "$*" >&2; }
 
-# Is something accepting TCP connections on HOST:$1? bash's /dev/tcp, no tools.
-listening() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-
-# Stops one process started here: SIGTERM, up to ~5 s to exit, then SIGKILL.
-stop() {
-    local pid=$1 _
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "pid $pid ignored SIGTERM for 5 s; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-    local kept=() p
-    for p in "${pids[@]}"; do [[ $p == "$pid" ]] || kept+=("$p"); done
-    pids=("${kept[@]}")
-}
-
-# shellcheck disable=SC2317  # called from the traps below
-stop_all() {
-    trap - INT TERM HUP EXIT
-    local pid
-    for pid in "${pids[@]}"; do stop "$pid"; done
-    [[ -z $tmp ]] || rm -rf "$tmp"
-}
-trap 'stop_all; exit 130' INT
-trap 'stop_all; exit 143' TERM
-trap 'stop_all; exit 129' HUP
-trap stop_all EXIT
-
-# Waits up to ~10 s for pid $2 to listen on port $1; fails early if it exits.
-wait_listening() {
-    local port=$1 pid=$2 _
-    for _ in $(seq 100); do
-        listening "$port" && return 0
-        kill -0 "$pid" 2>/dev/null || { say "process $pid exited before listening on :$port"; return 1; }
-        sleep 0.1
-    done
-    say "nothing listens on :$port after 10 s"
-    return 1
-}
+# listening, wait_listening, stop, stop_all and the traps that stop what starts here.
+# shellcheck source=scripts/processes.sh
+source scripts/processes.sh
+# shellcheck disable=SC2317  # called by stop_all
+cleanup() { [[ -z $tmp ]] || rm -rf "$tmp"; }
 
 # Renders contrib/flood/$1 into $tmp/$2 with this run's directory and ports.
 render() {

@@ -29,6 +29,11 @@ use crate::waiting_room::WaitingRoom;
 /// queue behind it (at 1000 connections and 512 workers, p99 went 2x nginx's).
 const NEXT_REQUEST_WAIT: Duration = Duration::from_millis(2);
 
+/// The most a worker spends waiting for the rest of a request body that streams in
+/// fast, before the waiting room takes it over: an upload at network speed is gathered
+/// at once, and a slow one costs a worker this long at most.
+const BODY_WAIT: Duration = Duration::from_millis(10);
+
 /// What every worker shares.
 pub struct Shared {
     pub proxy: Proxy,
@@ -64,7 +69,7 @@ pub fn serve(
             Some(done) => (done.head, Body::Buffered(done.gather.into_body())),
             // The event side (or the check below) saw this head whole: no waiting here.
             None => match client.conn.take_head() {
-                Ok(Some(head)) => match body_of(shared, &mut client, head) {
+                Ok(Some(head)) => match body_of(shared, backlog, &mut client, head) {
                     Some(request) => request,
                     None => {
                         // The rest of a slow upload is the event side's to wait for.
@@ -153,21 +158,36 @@ pub fn serve(
 }
 
 /// Where the body of the request `head` comes from. With `--request-buffering on` it is
-/// gathered whole first: from what the socket already has, at once; if that is not all
-/// of it, `None`, and the request waits in `client.gathering` for the waiting room to
-/// gather the rest.
-fn body_of(shared: &Shared, client: &mut Client, head: RequestHead) -> Option<(RequestHead, Body)> {
+/// gathered whole first. While it streams in fast (each pause under `NEXT_REQUEST_WAIT`,
+/// `BODY_WAIT` in all, and no other connection waiting for a worker), the worker
+/// gathers it itself: an upload that arrives at network speed costs no trip through the
+/// waiting room. Otherwise `None`: the request waits in `client.gathering` for the
+/// waiting room to gather the rest, and the worker goes on.
+fn body_of(
+    shared: &Shared,
+    backlog: &Backlog<Client>,
+    client: &mut Client,
+    head: RequestHead,
+) -> Option<(RequestHead, Body)> {
     if !shared.request_buffering || !head.framing.has_body() {
         return Some((head, Body::Streamed));
     }
     let mut gather = Gather::new(head.framing, head.expect_continue, shared.max_body);
-    match gather.fill(&mut client.conn) {
-        Gathered::Done => Some((head, Body::Buffered(gather.into_body()))),
-        Gathered::Waiting => {
-            client.gathering = Some(Gathering { head, gather });
-            None
+    let until = Instant::now() + BODY_WAIT;
+    loop {
+        match gather.fill(&mut client.conn) {
+            Gathered::Done => return Some((head, Body::Buffered(gather.into_body()))),
+            Gathered::Failed(err) => return Some((head, Body::Failed(err))),
+            Gathered::Waiting => {
+                let fast = backlog.is_empty()
+                    && Instant::now() < until
+                    && readable_within(client.conn.stream(), NEXT_REQUEST_WAIT);
+                if !fast {
+                    client.gathering = Some(Gathering { head, gather });
+                    return None;
+                }
+            }
         }
-        Gathered::Failed(err) => Some((head, Body::Failed(err))),
     }
 }
 

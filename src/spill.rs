@@ -12,12 +12,16 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The most one spill keeps in memory before it moves on to a file: two socket
-/// buffers' worth, enough for most answers a slow reader leaves behind.
-pub const MEMORY_PER_SPILL: usize = 256 * 1024;
+use rustix::net::{RecvFlags, recv};
+
+/// The most one spill keeps in memory before it moves on to a file: a 1 MiB upload or
+/// the rest of a 1 MiB answer stays off the disk (within the `--buffer-memory` cap for
+/// all spills together).
+pub const MEMORY_PER_SPILL: usize = 1 << 20;
 
 /// Bytes all spills hold in memory now, and the cap on it. Written only by `Spill`
 /// (charge on push, release on consume and drop) and by `set_memory_cap` at start.
@@ -110,6 +114,43 @@ impl Spill {
         file.write_all_at(bytes, self.file_len)?;
         self.file_len += bytes.len() as u64;
         Ok(())
+    }
+
+    /// Makes room in memory for a body of `total` bytes at once (as far as
+    /// `MEMORY_PER_SPILL` goes), so that it is not copied again as it grows. Only
+    /// address space until bytes arrive.
+    pub fn expect(&mut self, total: u64) {
+        let room = usize::try_from(total)
+            .unwrap_or(usize::MAX)
+            .min(MEMORY_PER_SPILL);
+        self.memory
+            .reserve_exact(room.saturating_sub(self.memory.len()));
+    }
+
+    /// Receives up to `want` bytes from `socket` without waiting, straight into memory
+    /// when this spill and the process have room for them (no copy on the way), or
+    /// else through a buffer of its own into the file. Returns what `recv` returns: 0 at
+    /// end of stream, WOULDBLOCK when nothing is there yet.
+    pub fn recv_from(&mut self, socket: impl AsFd, want: usize) -> rustix::io::Result<usize> {
+        let room = want.min(MEMORY_PER_SPILL.saturating_sub(self.memory.len()));
+        if self.file.is_none() && room > 0 && charge(room) {
+            self.memory.reserve(room);
+            let spare = &mut self.memory.spare_capacity_mut()[..room];
+            let received = recv(&socket, spare, RecvFlags::DONTWAIT).map(|((got, _), _)| got.len());
+            let n = *received.as_ref().unwrap_or(&0);
+            // SAFETY: `recv` initialized the first `n` bytes of the spare capacity.
+            unsafe { self.memory.set_len(self.memory.len() + n) };
+            self.charged += n;
+            release(room - n);
+            return received;
+        }
+        let mut scratch = [0u8; 16 * 1024];
+        let want = want.min(scratch.len());
+        let (_, n) = recv(&socket, &mut scratch[..want], RecvFlags::DONTWAIT)?;
+        self.push(&scratch[..n]).map_err(|err| {
+            rustix::io::Errno::from_io_error(&err).unwrap_or(rustix::io::Errno::IO)
+        })?;
+        Ok(n)
     }
 
     /// The next bytes to read, without taking them: a slice of memory, or what one read

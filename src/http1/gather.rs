@@ -10,7 +10,7 @@
 //! `chunked.rs` decoder, so both ways read a body alike. A gathered body is forwarded
 //! with a Content-Length (its decoded size), as nginx does.
 
-use rustix::net::{RecvFlags, SendFlags, recv, send};
+use rustix::net::{SendFlags, send};
 
 use super::chunked::Dechunker;
 use super::conn::{ClientConn, gone};
@@ -48,6 +48,12 @@ impl Gather {
     /// A gather of the body `framing` announces; `expect_continue`: the client waits for
     /// "100 Continue" before it sends the body.
     pub fn new(framing: Framing, expect_continue: bool, max_body: Option<u64>) -> Gather {
+        let mut body = Spill::new();
+        if let Framing::Length(len) = framing
+            && max_body.is_none_or(|max| len <= max)
+        {
+            body.expect(len);
+        }
         Gather {
             framing,
             left: match framing {
@@ -57,7 +63,7 @@ impl Gather {
             dechunker: Dechunker::new(),
             send_continue: expect_continue && framing.has_body(),
             max_body,
-            body: Spill::new(),
+            body,
             done: !framing.has_body(),
         }
     }
@@ -101,22 +107,17 @@ impl Gather {
             self.continue_once(conn)?;
             let read = match self.framing {
                 // Limited to the body, so the next request's bytes stay in the socket.
+                // Straight into the spill: `--max-body` was checked against the length.
                 Framing::Length(_) => {
-                    let want = scratch
-                        .len()
-                        .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-                    match recv(conn.stream(), &mut scratch[..want], RecvFlags::DONTWAIT) {
-                        Ok((_, n)) if n > 0 => {
-                            self.keep(&scratch[..n])?;
-                            self.left -= n as u64;
-                            if self.left == 0 {
-                                return Ok(true);
-                            }
-                            Ok(n)
+                    let want = usize::try_from(self.left).unwrap_or(usize::MAX);
+                    let read = self.body.recv_from(conn.stream(), want);
+                    if let Ok(n) = read {
+                        self.left -= n as u64;
+                        if n > 0 && self.left == 0 {
+                            return Ok(true);
                         }
-                        Ok(_) => Ok(0),
-                        Err(err) => Err(err),
                     }
+                    read
                 }
                 Framing::Chunked => conn.fill_without_waiting(),
                 Framing::None => return Ok(true),
