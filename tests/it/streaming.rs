@@ -67,19 +67,11 @@ fn download(chunked: bool) {
             Some(SIZE.to_string().as_str())
         );
     }
-    let mut got = Fnv::new();
-    let mut len = 0u64;
-    let complete = c
-        .reader
-        .read_body(&head, false, &mut |b| {
-            got.update(b);
-            len += b.len() as u64;
-        })
-        .unwrap();
+    let (complete, len, hash) = c.hash_body(&head);
     assert!(complete, "the body ended early, after {len} bytes");
     assert_eq!(len, SIZE);
     assert_eq!(
-        got.finish(),
+        hash,
         Pattern::hash_of(seed, SIZE),
         "the body arrived altered"
     );

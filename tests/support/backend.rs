@@ -183,32 +183,7 @@ impl Backend {
     /// chunked, generated while writing.
     pub fn download(seed: u64, len: u64, chunked: bool) -> Backend {
         Backend::start(move |_, s| {
-            let mut out = io::BufWriter::with_capacity(256 * 1024, s);
-            if chunked {
-                out.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")?;
-            } else {
-                write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n")?;
-            }
-            let mut p = Pattern::new(seed, len);
-            // Odd chunk sizes, so that chunk boundaries do not line up with anything.
-            let mut buf = vec![0; 65_521];
-            loop {
-                let n = p.fill(&mut buf);
-                if n == 0 {
-                    break;
-                }
-                if chunked {
-                    write!(out, "{n:x}\r\n")?;
-                    out.write_all(&buf[..n])?;
-                    out.write_all(b"\r\n")?;
-                } else {
-                    out.write_all(&buf[..n])?;
-                }
-            }
-            if chunked {
-                out.write_all(b"0\r\n\r\n")?;
-            }
-            out.flush()?;
+            write_pattern(s, seed, len, chunked)?;
             Ok(Next::KeepAlive)
         })
     }
@@ -452,4 +427,35 @@ pub fn unanswering_listener() -> Option<Unanswering> {
         }
     }
     None
+}
+
+/// Writes a 200 answer of `len` bytes of `Pattern::new(seed, len)`, framed by
+/// Content-Length or chunked.
+pub fn write_pattern(s: &mut TcpStream, seed: u64, len: u64, chunked: bool) -> io::Result<()> {
+    let mut out = io::BufWriter::with_capacity(256 * 1024, s);
+    if chunked {
+        out.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")?;
+    } else {
+        write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n")?;
+    }
+    let mut p = Pattern::new(seed, len);
+    // Odd chunk sizes, so that chunk boundaries do not line up with anything.
+    let mut buf = vec![0; 65_521];
+    loop {
+        let n = p.fill(&mut buf);
+        if n == 0 {
+            break;
+        }
+        if chunked {
+            write!(out, "{n:x}\r\n")?;
+            out.write_all(&buf[..n])?;
+            out.write_all(b"\r\n")?;
+        } else {
+            out.write_all(&buf[..n])?;
+        }
+    }
+    if chunked {
+        out.write_all(b"0\r\n\r\n")?;
+    }
+    out.flush()
 }

@@ -340,6 +340,21 @@ impl Client {
         self.reader.rest()
     }
 
+    /// Reads the body of the response `head` to its end, hashing as it reads: whether
+    /// it ended as its framing says, its length, and its FNV-1a hash.
+    pub fn hash_body(&mut self, head: &Response) -> (bool, u64, u64) {
+        let mut got = Fnv::new();
+        let mut len = 0u64;
+        let complete = self
+            .reader
+            .read_body(head, false, &mut |b| {
+                got.update(b);
+                len += b.len() as u64;
+            })
+            .unwrap();
+        (complete, len, got.finish())
+    }
+
     /// Sends a GET for `path` on this connection and reads the response.
     pub fn get(&mut self, path: &str) -> Response {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"));
