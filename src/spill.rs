@@ -63,7 +63,8 @@ pub struct Spill {
     memory: Vec<u8>,
     /// How much of `memory` was read (and, when consumed, may be dropped).
     read: usize,
-    /// Bytes of `memory` counted against the cap.
+    /// Bytes of `memory` counted against the cap: its capacity, what is allocated
+    /// whether used or not, so that the cap bounds the heap and not only the bytes held.
     charged: usize,
     file: Option<File>,
     file_len: u64,
@@ -95,36 +96,23 @@ impl Spill {
         if bytes.is_empty() {
             return Ok(());
         }
-        if self.file.is_none() {
-            // A fully read memory part is dropped before it grows again.
-            if self.read == self.memory.len() && self.read > 0 {
-                self.memory.clear();
-                self.read = 0;
-                release(std::mem::take(&mut self.charged));
-            }
-            let fits = self.memory.len() + bytes.len() <= MEMORY_PER_SPILL;
-            if fits && charge(bytes.len()) {
-                self.charged += bytes.len();
-                self.memory.extend_from_slice(bytes);
-                return Ok(());
-            }
-            self.file = Some(tempfile::tempfile()?);
+        if self.room_for(bytes.len()) {
+            self.memory.extend_from_slice(bytes);
+            return Ok(());
         }
-        let file = self.file.as_ref().expect("a file, made above");
-        file.write_all_at(bytes, self.file_len)?;
-        self.file_len += bytes.len() as u64;
-        Ok(())
+        self.append_to_file(bytes)
     }
 
     /// Makes room in memory for a body of `total` bytes at once (as far as
-    /// `MEMORY_PER_SPILL` goes), so that it is not copied again as it grows. Only
-    /// address space until bytes arrive.
+    /// `MEMORY_PER_SPILL` goes), so that it is not copied again as it grows. Counted
+    /// against the cap from now on, though it is only address space until bytes arrive.
     pub fn expect(&mut self, total: u64) {
         let room = usize::try_from(total)
             .unwrap_or(usize::MAX)
             .min(MEMORY_PER_SPILL);
-        self.memory
-            .reserve_exact(room.saturating_sub(self.memory.len()));
+        if self.file.is_none() && room > self.memory.capacity() {
+            self.grow_to(room);
+        }
     }
 
     /// Receives up to `want` bytes from `socket` without waiting, straight into memory
@@ -132,17 +120,17 @@ impl Spill {
     /// else through a buffer of its own into the file. Returns what `recv` returns: 0 at
     /// end of stream, WOULDBLOCK when nothing is there yet.
     pub fn recv_from(&mut self, socket: impl AsFd, want: usize) -> rustix::io::Result<usize> {
+        const STEP: usize = 64 * 1024;
         let room = want.min(MEMORY_PER_SPILL.saturating_sub(self.memory.len()));
-        if self.file.is_none() && room > 0 && charge(room) {
-            self.memory.reserve(room);
+        if room > 0 && self.room_for(room.min(STEP)) {
+            let len = self.memory.len();
+            let room = room.min(self.memory.capacity() - len);
             let spare = &mut self.memory.spare_capacity_mut()[..room];
-            let received = recv(&socket, spare, RecvFlags::DONTWAIT).map(|((got, _), _)| got.len());
-            let n = *received.as_ref().unwrap_or(&0);
+            let (got, _) = recv(&socket, spare, RecvFlags::DONTWAIT)?;
+            let n = got.0.len();
             // SAFETY: `recv` initialized the first `n` bytes of the spare capacity.
-            unsafe { self.memory.set_len(self.memory.len() + n) };
-            self.charged += n;
-            release(room - n);
-            return received;
+            unsafe { self.memory.set_len(len + n) };
+            return Ok(n);
         }
         let mut scratch = [0u8; 16 * 1024];
         let want = want.min(scratch.len());
@@ -151,6 +139,51 @@ impl Spill {
             rustix::io::Errno::from_io_error(&err).unwrap_or(rustix::io::Errno::IO)
         })?;
         Ok(n)
+    }
+
+    /// Makes room in memory for `n` more bytes; false when this spill or the process
+    /// has none, and the bytes go to the file. A fully read memory part is emptied
+    /// first; growth doubles the memory (few copies) up to this spill's limit.
+    fn room_for(&mut self, n: usize) -> bool {
+        if self.file.is_some() {
+            return false;
+        }
+        if self.read == self.memory.len() && self.read > 0 {
+            self.memory.clear();
+            self.read = 0;
+        }
+        let need = self.memory.len() + n;
+        if need > MEMORY_PER_SPILL {
+            return false;
+        }
+        need <= self.memory.capacity()
+            || self.grow_to(need.max(2 * self.memory.capacity()).min(MEMORY_PER_SPILL))
+    }
+
+    /// Grows the memory to hold `target` bytes if the cap has room for the growth.
+    fn grow_to(&mut self, target: usize) -> bool {
+        let growth = target.saturating_sub(self.memory.capacity());
+        if !charge(growth) {
+            return false;
+        }
+        self.memory
+            .reserve_exact(target.saturating_sub(self.memory.len()));
+        // The allocator may give more than asked: that counts too.
+        let extra = self.memory.capacity() - (self.charged + growth);
+        IN_MEMORY.fetch_add(extra, Ordering::Relaxed);
+        self.charged = self.memory.capacity();
+        true
+    }
+
+    /// Appends to the file, which from now on holds everything pushed.
+    fn append_to_file(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(tempfile::tempfile()?);
+        }
+        let file = self.file.as_ref().expect("a file, made above");
+        file.write_all_at(bytes, self.file_len)?;
+        self.file_len += bytes.len() as u64;
+        Ok(())
     }
 
     /// The next bytes to read, without taking them: a slice of memory, or what one read
