@@ -21,6 +21,8 @@ use crate::refuse::{self, Refusal, Tally};
 pub struct Gathering {
     pub head: RequestHead,
     pub gather: Gather,
+    /// When the head was read: the request's time in the log counts from here.
+    pub started: Instant,
 }
 
 /// An open client connection and its place under `--max-connections`.

@@ -64,13 +64,17 @@ pub fn serve(
     }
     loop {
         let started = Instant::now();
-        let (head, body) = match client.gathering.take() {
+        let (head, body, started) = match client.gathering.take() {
             // The waiting room gathered this request's body: it goes out now, whole.
-            Some(done) => (done.head, Body::Buffered(done.gather.into_body())),
+            Some(done) => (
+                done.head,
+                Body::Buffered(done.gather.into_body()),
+                done.started,
+            ),
             // The event side (or the check below) saw this head whole: no waiting here.
             None => match client.conn.take_head() {
-                Ok(Some(head)) => match body_of(shared, backlog, &mut client, head) {
-                    Some(request) => request,
+                Ok(Some(head)) => match body_of(shared, backlog, &mut client, head, started) {
+                    Some((head, body)) => (head, body, started),
                     None => {
                         // The rest of a slow upload is the event side's to wait for.
                         shared.waiting_room.gather(client);
@@ -108,6 +112,7 @@ pub fn serve(
             head,
             body,
             scratch,
+            started,
             queue_wait,
         );
         // Also when the shutdown began after the answer: close rather than park.
@@ -168,6 +173,7 @@ fn body_of(
     backlog: &Backlog<Client>,
     client: &mut Client,
     head: RequestHead,
+    started: Instant,
 ) -> Option<(RequestHead, Body)> {
     if !shared.request_buffering || !head.framing.has_body() {
         return Some((head, Body::Streamed));
@@ -183,7 +189,11 @@ fn body_of(
                     && Instant::now() < until
                     && readable_within(client.conn.stream(), NEXT_REQUEST_WAIT);
                 if !fast {
-                    client.gathering = Some(Gathering { head, gather });
+                    client.gathering = Some(Gathering {
+                        head,
+                        gather,
+                        started,
+                    });
                     return None;
                 }
             }

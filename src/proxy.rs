@@ -131,17 +131,19 @@ pub enum Next {
 /// Whether the connection may carry another request is decided once, before the answer
 /// is written, and returned, with the end of the answer that the client has not taken
 /// yet, if any: the caller has it written out (`WaitingRoom::write_out`) before the
-/// connection carries anything else. `queue_wait`: how long the connection waited for
-/// a worker before this request.
+/// connection carries anything else. `started`: when its head was read (the log's
+/// request time counts from there, a gathered body's time included); `queue_wait`: how
+/// long the connection waited for a worker before this request.
 pub fn handle(
     proxy: &Proxy,
     conn: &mut ClientConn,
     head: RequestHead,
     body: Body,
     scratch: &mut Scratch,
+    started: Instant,
     queue_wait: Duration,
 ) -> (Next, Option<Spill>) {
-    let mut request = prepare(proxy, conn.peer(), head, queue_wait);
+    let mut request = prepare(proxy, conn.peer(), head, started, queue_wait);
     // Held until the request ends: the backends it was counted against stay alive even
     // if a reload swaps them out meanwhile.
     let balancer = proxy.balancer.load();
@@ -219,9 +221,9 @@ fn prepare(
     proxy: &Proxy,
     peer: SocketAddr,
     mut head: RequestHead,
+    started: Instant,
     queue_wait: Duration,
 ) -> Request {
-    let started = Instant::now();
     let kept = |name| {
         proxy
             .tally
