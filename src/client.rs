@@ -8,7 +8,7 @@ use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::access_log::Entry;
+use crate::access_log::{Entry, RequestLine};
 use crate::config::MAX_HEAD;
 use crate::error::ProxyError;
 use crate::http1::{ClientConn, Gather, RequestHead};
@@ -72,15 +72,28 @@ impl Client {
 }
 
 /// Refuses a whole connection from the event side: 503 with `Retry-After` when every
-/// worker is busy and the queue is full (`PQ`), 408 when its head did not arrive in
-/// time (`cR`); logged and counted like every refusal. Runs on the acceptor or
-/// waiting-room thread, so its socket work never blocks: whatever the client already
-/// sent is read and dropped, and the answer is written without waiting. The write side
-/// is shut after the answer; the caller lets the connection linger in the waiting room
-/// until the client has read it (closing a socket with unread input would reset it and
-/// could destroy the answer). The log line goes to stdout like a worker's.
+/// worker is busy and the queue is full (`PQ`), 408 when its head or body did not
+/// arrive in time (`cR`), 400 or 413 for a body that cannot be gathered (`PR`); logged
+/// and counted like every refusal. Runs on the acceptor or waiting-room thread, so its
+/// socket work never blocks: whatever the client already sent is read and dropped, and
+/// the answer is written without waiting. The write side is shut after the answer; the
+/// caller lets the connection linger in the waiting room until the client has read it
+/// (closing a socket with unread input would reset it and could destroy the answer).
+/// The log line goes to stdout like a worker's.
 pub fn refuse(tally: &Tally, mut client: Client, error: ProxyError) -> Client {
-    let mut entry = Entry::unread(client.conn.peer(), Instant::now(), Duration::ZERO);
+    // A request whose body could not be gathered has its head: the line says which.
+    let gathering = client.gathering.take();
+    let mut entry = match &gathering {
+        Some(g) => Entry {
+            request: Some(RequestLine {
+                method: g.head.method.as_str(),
+                target: &g.head.target,
+                version: g.head.version,
+            }),
+            ..Entry::unread(client.conn.peer(), g.started, Duration::ZERO)
+        },
+        None => Entry::unread(client.conn.peer(), Instant::now(), Duration::ZERO),
+    };
     let stream = client.conn.stream_mut();
     let _ = stream.set_nonblocking(true);
     let mut sink = [0u8; 4096];

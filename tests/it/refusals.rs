@@ -196,3 +196,29 @@ fn a_refusal_keeps_the_connection_only_when_the_client_asked_to() {
     assert!(c.rest().1.is_closed(), "the connection stayed open");
     assert_eq!(backend.heads(), 1);
 }
+
+#[test]
+fn a_body_the_waiting_room_cannot_gather_is_refused_and_logged_with_its_request_line() {
+    let backend = Backend::hello("forwarded");
+    let lb = Logged::start(&[backend.addr], &["--workers", "1"]);
+    let mut c = Client::connect(lb.addr);
+    c.send("POST /up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
+    // Served by the only worker: it has handed the half-sent body to the waiting room.
+    assert_eq!(get(lb.addr, "/other").0, 200);
+    c.send_lossy("lo\r\nzz\r\n");
+    let (reply, _) = c.rest();
+    let text = String::from_utf8_lossy(&reply);
+    assert_eq!(parse_responses(&reply)[0].status, 400, "{text:?}");
+    let lines = lb.wait_for_lines(2);
+    let line = lines
+        .iter()
+        .find(|l| l["status"] == 400)
+        .unwrap_or_else(|| panic!("no 400 line: {lines:#?}"));
+    assert_eq!(line["method"], "POST", "{line}");
+    assert_eq!(line["target"], "/up", "{line}");
+    assert_eq!(line["termination"], "PR", "{line}");
+    wait_until("the refusal to be counted", || {
+        lb.no_backend_requests("4xx") == 1
+    });
+    assert_eq!(backend.head_lines(), ["GET /other HTTP/1.1"]);
+}
