@@ -151,6 +151,7 @@ fn build(config: &Config, previous: &[Backend]) -> Balancer {
         timeout: config.timeout,
         workers: config.workers.get(),
         backends: config.backends.len(),
+        tls: config.tls.clone(),
     };
     Balancer::reusing(
         &config.backends,
@@ -171,6 +172,9 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
         backends: _,
         default_backends: _,
         strategy: _,
+        // Read from the files at start: what the flags below name.
+        tls: _,
+        backend_tls,
         workers,
         queue,
         max_connections,
@@ -192,6 +196,7 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
     } = new;
     let differs = [
         ("listen", *listen != running.listen),
+        ("backend_tls", *backend_tls != running.backend_tls),
         ("workers", *workers != running.workers),
         ("queue", *queue != running.queue),
         (

@@ -92,7 +92,7 @@ impl Balancer {
             .map(|spec| {
                 let b = match previous.iter().find(|p| p.upstream.addr() == spec.addr) {
                     Some(p) => p.sharing(spec.weight.get()),
-                    None => Backend::new(Upstream::new(spec.addr, settings), spec.weight.get()),
+                    None => Backend::new(Upstream::for_spec(spec, settings), spec.weight.get()),
                 };
                 if spec.backup { b.into_backup() } else { b }
             })
@@ -410,6 +410,7 @@ pub(crate) mod testing {
             timeout: Duration::from_secs(1),
             workers: 1,
             backends: weights.len(),
+            tls: Default::default(),
         };
         addrs(weights.len())
             .into_iter()

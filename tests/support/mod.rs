@@ -16,10 +16,12 @@ mod backend;
 mod client;
 mod data;
 mod process;
+mod tls;
 
 pub use backend::*;
 pub use client::*;
 pub use data::*;
+pub use tls::*;
 
 /// What a request seen by a test backend and a response seen by a test client share:
 /// header lines in order, as received, and a body.
