@@ -122,10 +122,7 @@ impl Upstream {
         // All of a lane's workers may be on this backend at once (a heavy weight, a hash
         // key), plus the health thread, which has a lane too.
         let config = Self::config(settings, group + 1, https.map(|_| &settings.tls));
-        let base = match https {
-            None => format!("http://{addr}"),
-            Some(authority) => format!("https://{authority}"),
-        };
+        let base = base(addr, https);
         let agent = || match https {
             None => Agent::with_parts(config.clone(), TcpConnector, DefaultResolver::default()),
             Some(_) => tls::agent(config.clone(), addr),
@@ -136,6 +133,12 @@ impl Upstream {
             lanes: (0..lanes).map(|_| agent()).collect(),
             group,
         }
+    }
+
+    /// Whether this is the backend `spec` names: the same address, reached the same
+    /// way (a reload that turns a backend to https builds it anew).
+    pub fn serves(&self, spec: &BackendSpec) -> bool {
+        self.addr == spec.addr && self.base == base(spec.addr, spec.https.as_deref())
     }
 
     /// The Agent of the calling thread's lane. Threads fill one lane before the next, so
@@ -315,6 +318,15 @@ impl Upstream {
                 detail: other.to_string(),
             },
         }
+    }
+}
+
+/// What the request-target is appended to: `http://addr`, or `https://host:port` as
+/// written.
+fn base(addr: SocketAddr, https: Option<&str>) -> String {
+    match https {
+        None => format!("http://{addr}"),
+        Some(authority) => format!("https://{authority}"),
     }
 }
 

@@ -39,7 +39,9 @@ pub struct Tls {
 
 impl fmt::Debug for Tls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Tls")
+        f.debug_struct("Tls")
+            .field("loaded", &self.loaded())
+            .finish()
     }
 }
 
@@ -73,15 +75,25 @@ impl Tls {
         })
     }
 
+    /// Whether the files and roots were read (some backend is https, or a flag given).
+    pub fn loaded(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.config.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
     /// Sets an https backend's Agent to these TLS settings.
     pub(super) fn configure(
         &self,
         builder: ConfigBuilder<AgentScope>,
     ) -> ConfigBuilder<AgentScope> {
+        // Never without a config: ureq's own default would panic (no provider, no
+        // roots compiled in). Not loaded means no https backend at start, so whatever
+        // comes is refused, with a certificate error.
         #[cfg(feature = "tls")]
-        if let Some(config) = &self.config {
-            return builder.tls_config(config.clone());
-        }
+        return builder.tls_config(self.config.clone().unwrap_or_else(with_tls::refusing));
+        #[cfg(not(feature = "tls"))]
         builder
     }
 }
@@ -171,6 +183,15 @@ pub(super) mod with_tls {
             .use_sni(true)
             .disable_verification(flags.insecure)
             .build())
+    }
+
+    /// A config that trusts no certificate.
+    pub(super) fn refusing() -> TlsConfig {
+        TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(provider())
+            .root_certs(RootCerts::new_with_certs(&[]))
+            .build()
     }
 
     /// Every certificate in a PEM file; none is an error.
