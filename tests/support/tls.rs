@@ -85,6 +85,8 @@ pub struct TlsBackend {
     pub addr: SocketAddr,
     /// Requests answered, over all connections.
     answered: Arc<AtomicUsize>,
+    /// Connections accepted.
+    connections: Arc<AtomicUsize>,
 }
 
 impl TlsBackend {
@@ -113,21 +115,31 @@ impl TlsBackend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the TLS backend");
         let addr = listener.local_addr().unwrap();
         let answered = Arc::new(AtomicUsize::new(0));
-        let count = answered.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (count, accepted) = (answered.clone(), connections.clone());
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (config, count) = (config.clone(), count.clone());
                 thread::spawn(move || {
                     let _ = serve(stream, config, &count);
                 });
             }
         });
-        TlsBackend { addr, answered }
+        TlsBackend {
+            addr,
+            answered,
+            connections,
+        }
     }
 
     pub fn answered(&self) -> usize {
         self.answered.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
