@@ -190,3 +190,26 @@ fn without_the_tls_feature_an_https_backend_is_a_startup_error() {
         "{err}"
     );
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn health_checks_use_the_same_tls_settings() {
+    let ca = TestCa::new();
+    let backend = TlsBackend::start(&ca.issue("server", &["localhost"]), None);
+    let url = https("localhost", &backend);
+    let _lb = start_balancer_on(
+        &[],
+        &[
+            "--backend",
+            &url,
+            "--backend-ca",
+            &ca.ca_path(),
+            "--health-path",
+            "/hz",
+            "--health-interval",
+            "100ms",
+        ],
+    );
+    // No client request: what the backend answers are probes, over checked TLS.
+    wait_until("a health check over TLS", || backend.answered() >= 2);
+}
