@@ -20,11 +20,15 @@ run: build
 test:
 	$(CARGO) test --locked
 
-# The gates CI runs before the tests: formatting, lints and docs; warnings are errors.
+# The gates CI runs before the tests: formatting, lints and docs (warnings are errors),
+# and the build without TLS.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --no-deps
+# The TLS-free build (`--no-default-features`) must keep building; its own target
+# directory leaves the default build alone.
+	$(CARGO) build --locked --no-default-features --target-dir target/no-tls
 
 # What CI holds the code to: the gates, then the tests (.ci/run does the same).
 check: lint test

@@ -53,6 +53,7 @@ fn balancer(n: usize, strategy: &Strategy) -> Balancer {
         timeout: Duration::from_secs(1),
         workers: 1,
         backends: n,
+        tls: Default::default(),
     };
     let backends = (0..n)
         .map(|i| {

@@ -10,12 +10,31 @@ pub struct Args {
     #[argh(option, default = "String::from(\"127.0.0.1:8000\")")]
     pub listen: String,
 
-    /// a backend as host:port or http://host:port, optionally with ",weight=N" (1-1000)
+    /// a backend as host:port, http://host:port or https://host:port, optionally with ",weight=N" (1-1000)
     /// and ",backup" (used only while no other backend is up); repeat for each backend
     /// (default: 127.0.0.1:8081 and 127.0.0.1:8082)
     // 1-1000 is config::Weight's rule; a unit test in config/backend.rs checks it.
     #[argh(option)]
     pub backend: Vec<String>,
+
+    /// with an https backend, check its certificate against the CA certificates in
+    /// this PEM file (default: the system's roots)
+    #[argh(option)]
+    pub backend_ca: Option<String>,
+
+    /// with an https backend, present the client certificate (chain) in this PEM file;
+    /// needs --backend-key (default: none)
+    #[argh(option)]
+    pub backend_cert: Option<String>,
+
+    /// the private key of --backend-cert, a PEM file (default: none)
+    #[argh(option)]
+    pub backend_key: Option<String>,
+
+    /// with an https backend, do not check its certificate at all; logs a warning at
+    /// start (default: off, certificates are checked)
+    #[argh(switch)]
+    pub backend_insecure: bool,
 
     /// how to pick a backend: round-robin (smooth weighted), random (by weight),
     /// least-conn (fewest in flight per weight), p2c (less loaded of two random),

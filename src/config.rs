@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{self, Args};
+use crate::upstream::{Tls, TlsFlags};
 
 mod backend;
 mod error;
@@ -38,6 +39,10 @@ pub struct Config {
     pub backends: Vec<BackendSpec>,
     /// True when `backends` came from DEFAULT_BACKENDS (said in the startup line).
     pub default_backends: bool,
+    /// `--backend-ca`, `--backend-cert`, `--backend-key`, `--backend-insecure` as given.
+    pub backend_tls: TlsFlags,
+    /// What `backend_tls` names, read at start: the TLS side of https backends.
+    pub tls: Tls,
     pub strategy: Strategy,
     pub workers: NonZeroUsize,
     pub queue: NonZeroUsize,
@@ -157,10 +162,19 @@ impl Config {
             .iter()
             .map(|b| parse_backend(b).map_err(|why| ConfigError::new("--backend", why)))
             .collect::<Result<Vec<_>, _>>()?;
+        let backend_tls = TlsFlags {
+            ca: args.backend_ca.as_ref().map(PathBuf::from),
+            cert: args.backend_cert.as_ref().map(PathBuf::from),
+            key: args.backend_key.as_ref().map(PathBuf::from),
+            insecure: args.backend_insecure,
+        };
+        let tls = Tls::load(&backend_tls, backends.iter().any(|b| b.https.is_some()))?;
         Ok(Config {
             listen,
             backends,
             default_backends,
+            backend_tls,
+            tls,
             strategy: strategy::strategy(
                 &args.strategy,
                 args.hash_key.as_deref(),

@@ -55,6 +55,10 @@ macro_rules! keys {
 
 keys! {
     listen: Value,
+    backend_ca: Value,
+    backend_cert: Value,
+    backend_key: Value,
+    backend_insecure: Switch,
     strategy: Value,
     hash_key: Value,
     hash_balance_factor: Value,
@@ -539,14 +543,14 @@ address = "127.0.0.1:9002,weight=2"
 
     #[test]
     fn a_backend_problem_is_on_the_line_of_the_key_at_fault() {
-        let text = "[[backend]]\naddress = \"https://127.0.0.1:9000\"\nweight = 2\n\n\
+        let text = "[[backend]]\naddress = \"ftp://127.0.0.1:9000\"\nweight = 2\n\n\
                     [[backend]]\naddress = \"127.0.0.1:9001\"\nweight = 1001\n";
         let problems = load_str(text, &[]).unwrap_err();
         assert_eq!(
             problems,
             [
-                "rh.toml:2: backend: 'https://127.0.0.1:9000,weight=2' is not host:port or \
-                 http://host:port",
+                "rh.toml:2: backend: 'ftp://127.0.0.1:9000,weight=2' is not host:port, \
+                 http://host:port or https://host:port",
                 "rh.toml:7: backend: '127.0.0.1:9001,weight=1001': weight must be a whole \
                  number from 1 to 1000",
             ]

@@ -36,13 +36,25 @@ fn main() -> ExitCode {
     let backends: Vec<String> = config
         .backends
         .iter()
-        .map(|b| match (b.weight.get(), b.backup) {
-            (1, false) => b.addr.to_string(),
-            (1, true) => format!("{} (backup)", b.addr),
-            (w, false) => format!("{} (weight {w})", b.addr),
-            (w, true) => format!("{} (weight {w}, backup)", b.addr),
+        .map(|b| {
+            let addr = match &b.https {
+                Some(authority) => format!("https://{authority} ({})", b.addr),
+                None => b.addr.to_string(),
+            };
+            match (b.weight.get(), b.backup) {
+                (1, false) => addr,
+                (1, true) => format!("{addr} (backup)"),
+                (w, false) => format!("{addr} (weight {w})"),
+                (w, true) => format!("{addr} (weight {w}, backup)"),
+            }
         })
         .collect();
+    if config.backend_tls.insecure {
+        eprintln!(
+            "roundhouse: warning: --backend-insecure: the certificates of https backends are \
+             not checked, so anyone on the path to them can pose as them"
+        );
+    }
     if check {
         let what = match source.file() {
             Some(file) => format!("{} and the flags", file.display()),

@@ -107,6 +107,12 @@ impl Control {
         running.backends = new.backends.clone();
         running.default_backends = new.default_backends;
         running.strategy = new.strategy.clone();
+        // The TLS files are read again with every load; the same flags name the same
+        // files, so an https backend added now gets them (even the first one, for which
+        // the running config had not loaded them).
+        if new.backend_tls == running.backend_tls {
+            running.tls = new.tls.clone();
+        }
         self.swap(&running, before.backends());
         applied
     }
@@ -151,6 +157,7 @@ fn build(config: &Config, previous: &[Backend]) -> Balancer {
         timeout: config.timeout,
         workers: config.workers.get(),
         backends: config.backends.len(),
+        tls: config.tls.clone(),
     };
     Balancer::reusing(
         &config.backends,
@@ -171,6 +178,9 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
         backends: _,
         default_backends: _,
         strategy: _,
+        // Read from the files at start: what the flags below name.
+        tls: _,
+        backend_tls,
         workers,
         queue,
         max_connections,
@@ -192,6 +202,7 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
     } = new;
     let differs = [
         ("listen", *listen != running.listen),
+        ("backend_tls", *backend_tls != running.backend_tls),
         ("workers", *workers != running.workers),
         ("queue", *queue != running.queue),
         (
@@ -247,6 +258,19 @@ mod tests {
             .iter()
             .map(|b| format!("{} w{}", b.upstream.addr(), b.weight))
             .collect()
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn the_tls_flags_need_a_restart_and_a_first_https_backend_gets_them() {
+        let control = Control::new(config(&["--backend", "127.0.0.1:9001"]));
+        assert!(!control.config().tls.loaded());
+        let insecure = config(&["--backend", "https://localhost:9001", "--backend-insecure"]);
+        assert_eq!(control.apply(&insecure).need_restart, ["backend_tls"]);
+        assert!(!control.config().tls.loaded());
+        let https = config(&["--backend", "https://localhost:9002"]);
+        assert!(control.apply(&https).need_restart.is_empty());
+        assert!(control.config().tls.loaded());
     }
 
     #[test]

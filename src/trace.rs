@@ -187,6 +187,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             workers: 1,
             backends: 2,
+            tls: Default::default(),
         };
         let backends = ["10.0.0.1:80", "10.0.0.2:80"]
             .iter()

@@ -38,3 +38,6 @@ mod health;
 
 #[path = "it/slow_clients.rs"]
 mod slow_clients;
+
+#[path = "it/backend_tls.rs"]
+mod backend_tls;

@@ -79,8 +79,9 @@ impl Balancer {
         Balancer::reusing(specs, strategy, settings, &[])
     }
 
-    /// Like `new`, but a backend whose address is among `previous` takes over that one's
-    /// live state (connection pool, counters, health): how a reload keeps them.
+    /// Like `new`, but a backend among `previous` (same address, same http or https
+    /// name) takes over that one's live state (connection pool, counters, health): how
+    /// a reload keeps them.
     pub fn reusing(
         specs: &[BackendSpec],
         strategy: Strategy,
@@ -90,9 +91,9 @@ impl Balancer {
         let backends = specs
             .iter()
             .map(|spec| {
-                let b = match previous.iter().find(|p| p.upstream.addr() == spec.addr) {
+                let b = match previous.iter().find(|p| p.upstream.serves(spec)) {
                     Some(p) => p.sharing(spec.weight.get()),
-                    None => Backend::new(Upstream::new(spec.addr, settings), spec.weight.get()),
+                    None => Backend::new(Upstream::for_spec(spec, settings), spec.weight.get()),
                 };
                 if spec.backup { b.into_backup() } else { b }
             })
@@ -410,6 +411,7 @@ pub(crate) mod testing {
             timeout: Duration::from_secs(1),
             workers: 1,
             backends: weights.len(),
+            tls: Default::default(),
         };
         addrs(weights.len())
             .into_iter()

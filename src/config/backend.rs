@@ -12,6 +12,9 @@ use super::values::resolve;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendSpec {
     pub addr: SocketAddr,
+    /// `https://host:port`: the host and port as written, which the backend's
+    /// certificate must name (an IP address: its IP SAN); `None`: plain http.
+    pub https: Option<String>,
     pub weight: Weight,
     /// `,backup`: used only while no primary backend is up.
     pub backup: bool,
@@ -45,16 +48,27 @@ impl Weight {
     }
 }
 
-/// `host:port` or `http://host:port`, optionally followed by `,weight=N` and `,backup`.
-/// The error is what follows `--backend: `.
+/// `host:port`, `http://host:port` or `https://host:port`, optionally followed by
+/// `,weight=N` and `,backup`. The error is what follows `--backend: `.
 pub(super) fn parse_backend(s: &str) -> Result<BackendSpec, String> {
     let mut parts = s.split(',');
     let addr = parts.next().unwrap_or_default();
-    let addr = addr.strip_prefix("http://").unwrap_or(addr);
+    let (addr, https) = match addr.strip_prefix("https://") {
+        Some(_) if !cfg!(feature = "tls") => {
+            return Err(format!(
+                "https needs the tls feature, which this build lacks ('{s}')"
+            ));
+        }
+        Some(rest) => (rest, true),
+        None => (addr.strip_prefix("http://").unwrap_or(addr), false),
+    };
     let addr = addr.strip_suffix('/').unwrap_or(addr);
     if addr.contains("://") || addr.contains('/') {
-        return Err(format!("'{s}' is not host:port or http://host:port"));
+        return Err(format!(
+            "'{s}' is not host:port, http://host:port or https://host:port"
+        ));
     }
+    let https = https.then(|| addr.to_owned());
     let addr = resolve(addr)?;
     let mut weight = Weight::ONE;
     let mut backup = false;
@@ -74,6 +88,7 @@ pub(super) fn parse_backend(s: &str) -> Result<BackendSpec, String> {
     }
     Ok(BackendSpec {
         addr,
+        https,
         weight,
         backup,
     })
@@ -90,7 +105,14 @@ mod tests {
         assert_eq!(b.addr, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(b.weight.get(), 5);
         assert!(parse_backend("127.0.0.1").is_err());
-        assert!(parse_backend("https://127.0.0.1:9000").is_err());
+        let tls = parse_backend("https://localhost:9000/,backup").map(|b| b.https);
+        if cfg!(feature = "tls") {
+            assert_eq!(tls, Ok(Some("localhost:9000".into())));
+        } else {
+            assert!(tls.unwrap_err().starts_with("https needs the tls feature"));
+        }
+        assert_eq!(b.https, None);
+        assert!(parse_backend("ftp://127.0.0.1:9000").is_err());
         assert!(parse_backend("127.0.0.1:9000,weight=0").is_err());
         assert!(parse_backend("127.0.0.1:9000,wieght=2").is_err());
         assert!(parse_backend("127.0.0.1:9000,backup").unwrap().backup);

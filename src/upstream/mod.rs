@@ -1,6 +1,6 @@
 //! The upstream side: ureq Agents for each backend, and one forward of a request to it.
-//! This module (with `transport.rs`, our TCP transport for ureq) is the only code that
-//! knows ureq; `proxy.rs` calls `Upstream::send` and reads the
+//! This module (with `transport.rs`, our TCP transport for ureq, and `tls.rs`, TLS to
+//! https backends on top of it) is the only code that knows ureq; `proxy.rs` calls `Upstream::send` and reads the
 //! `Reply` it returns. Every ureq default that matters to a proxy is overridden here, on
 //! purpose, with its reason.
 
@@ -13,11 +13,13 @@ use ureq::http::{HeaderMap, HeaderValue, Method, Request, Uri, Version, header};
 use ureq::unversioned::resolver::DefaultResolver;
 use ureq::{Agent, AsSendBody, Body, SendBody};
 
-use crate::config::MAX_HEAD;
+use crate::config::{BackendSpec, MAX_HEAD};
 use crate::error::ProxyError;
 
+mod tls;
 mod transport;
 
+pub use tls::{Tls, TlsFlags};
 use transport::TcpConnector;
 
 /// How a request body reaches the backend.
@@ -38,6 +40,8 @@ pub struct Settings {
     pub workers: usize,
     /// How many backends share the workers' requests.
     pub backends: usize,
+    /// The client side of TLS, for https backends.
+    pub tls: Tls,
 }
 
 /// One backend's client: its address and the Agents whose connection pools serve only
@@ -50,7 +54,9 @@ pub struct Settings {
 /// takers. Not more lanes than that, though: every lane keeps its own connections.
 pub struct Upstream {
     addr: SocketAddr,
-    /// `http://addr`, to which the request-target is appended.
+    /// `http://addr`, or `https://host:port` with the host as written (for SNI and the
+    /// certificate check; the connection still goes to `addr`): the request-target is
+    /// appended to it.
     base: String,
     lanes: Box<[Agent]>,
     /// Workers per lane.
@@ -99,22 +105,40 @@ impl Reply {
 }
 
 impl Upstream {
+    /// A plain http backend at `addr`.
     pub fn new(addr: SocketAddr, settings: &Settings) -> Upstream {
+        Self::build(addr, None, settings)
+    }
+
+    /// The backend a `--backend` flag names, http or https.
+    pub fn for_spec(spec: &BackendSpec, settings: &Settings) -> Upstream {
+        Self::build(spec.addr, spec.https.as_deref(), settings)
+    }
+
+    /// `https`: the `host:port` as written, for a TLS backend.
+    fn build(addr: SocketAddr, https: Option<&str>, settings: &Settings) -> Upstream {
         let lanes = lanes(settings.workers, settings.backends);
         let group = settings.workers.div_ceil(lanes);
         // All of a lane's workers may be on this backend at once (a heavy weight, a hash
         // key), plus the health thread, which has a lane too.
-        let config = Self::config(settings, group + 1);
+        let config = Self::config(settings, group + 1, https.map(|_| &settings.tls));
+        let base = base(addr, https);
+        let agent = || match https {
+            None => Agent::with_parts(config.clone(), TcpConnector, DefaultResolver::default()),
+            Some(_) => tls::agent(config.clone(), addr),
+        };
         Upstream {
             addr,
-            base: format!("http://{addr}"),
-            lanes: (0..lanes)
-                .map(|_| {
-                    Agent::with_parts(config.clone(), TcpConnector, DefaultResolver::default())
-                })
-                .collect(),
+            base,
+            lanes: (0..lanes).map(|_| agent()).collect(),
             group,
         }
+    }
+
+    /// Whether this is the backend `spec` names: the same address, reached the same
+    /// way (a reload that turns a backend to https builds it anew).
+    pub fn serves(&self, spec: &BackendSpec) -> bool {
+        self.addr == spec.addr && self.base == base(spec.addr, spec.https.as_deref())
     }
 
     /// The Agent of the calling thread's lane. Threads fill one lane before the next, so
@@ -123,9 +147,15 @@ impl Upstream {
         &self.lanes[lane(THREAD.with(|n| *n), self.group, self.lanes.len())]
     }
 
-    /// The settings of every lane's Agent; `idle`: connections its pool may keep.
-    fn config(settings: &Settings, idle: usize) -> ureq::config::Config {
-        Agent::config_builder()
+    /// The settings of every lane's Agent; `idle`: connections its pool may keep; `tls`:
+    /// for an https backend.
+    fn config(settings: &Settings, idle: usize, tls: Option<&Tls>) -> ureq::config::Config {
+        let builder = Agent::config_builder();
+        let builder = match tls {
+            Some(tls) => tls.configure(builder),
+            None => builder,
+        };
+        builder
             // A backend's 404 or 500 is an answer to relay, not an error.
             .http_status_as_error(false)
             // Redirects are for the client to follow.
@@ -252,6 +282,17 @@ impl Upstream {
     fn classify(&self, err: ureq::Error) -> ProxyError {
         use ureq::{Error, Timeout};
         let backend = self.addr;
+        // TLS first: its failures come wrapped in the errors matched below.
+        if let Some(why) = tls::certificate_error(&err) {
+            return ProxyError::Upstream {
+                backend,
+                detail: format!("certificate refused: {why}"),
+            };
+        }
+        if let Some(detail) = tls::handshake_failure(&err) {
+            // The handshake comes before the request: another backend may take it.
+            return ProxyError::Connect { backend, detail };
+        }
         match err {
             // The request never left: another backend may take it.
             Error::Timeout(Timeout::Connect | Timeout::Resolve)
@@ -277,6 +318,15 @@ impl Upstream {
                 detail: other.to_string(),
             },
         }
+    }
+}
+
+/// What the request-target is appended to: `http://addr`, or `https://host:port` as
+/// written.
+fn base(addr: SocketAddr, https: Option<&str>) -> String {
+    match https {
+        None => format!("http://{addr}"),
+        Some(authority) => format!("https://{authority}"),
     }
 }
 
@@ -326,6 +376,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             workers: 512,
             backends: 2,
+            tls: Tls::default(),
         };
         let upstream = Upstream::new("127.0.0.1:9".parse().unwrap(), &settings);
         assert_eq!((upstream.lanes.len(), upstream.group), (16, 32));

@@ -16,10 +16,14 @@ mod backend;
 mod client;
 mod data;
 mod process;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use backend::*;
 pub use client::*;
 pub use data::*;
+#[cfg(feature = "tls")]
+pub use tls::*;
 
 /// What a request seen by a test backend and a response seen by a test client share:
 /// header lines in order, as received, and a body.
