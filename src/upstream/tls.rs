@@ -148,7 +148,7 @@ pub(super) mod with_tls {
     use super::TlsFlags;
     use crate::config::ConfigError;
 
-    /// The ring provider, as the issue asks: gcc alone builds it.
+    /// The ring provider: gcc alone builds it (aws-lc-rs needs more, and is larger).
     fn provider() -> Arc<CryptoProvider> {
         Arc::new(ring::default_provider())
     }
