@@ -67,6 +67,8 @@ pub mod shutdown;
 pub mod signals;
 pub mod spill;
 pub mod target;
+#[cfg(feature = "tls")]
+pub mod tls_certs;
 pub mod trace;
 pub mod upstream;
 pub mod waiting_room;
