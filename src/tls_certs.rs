@@ -15,11 +15,14 @@
 //! host, an old client), so `Resolver` falls back to the first pair, and it matches
 //! wildcards, which rustls's resolver does not.
 //!
-//! The names and dates come from `x509-parser` (the Rusticata project's, on `nom`),
-//! which rcgen, our test certificates' maker, already depends on: the build gains no
-//! crate. The key check is rustls's own (`CertifiedKey::keys_match`), so a certificate
-//! is never served with a key that cannot sign for it. Everything here needs the `tls`
-//! cargo feature.
+//! The names and dates come from `x509-parser` (the Rusticata project's, on `nom`): it
+//! hands over the validity as timestamps and the subject alternative names as typed
+//! values, it has been kept up for years, and rcgen (the tests' certificate maker)
+//! already depends on it, so Cargo.lock gains no crate (the binary does gain it and its
+//! DER parsers). RustCrypto's `x509-cert` would do as well but would add its own `der`
+//! stack. The key check is rustls's own (`CertifiedKey::keys_match` on the ring
+//! provider's key), so a certificate is never served with a key that does not match it.
+//! Everything here needs the `tls` cargo feature.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -36,7 +39,6 @@ use rustls::{Error as TlsError, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
-use x509_parser::time::ASN1Time;
 
 use crate::config::ConfigError;
 
@@ -194,21 +196,18 @@ fn leaf_facts(path: &Path, der: &[u8], now: i64) -> Result<LeafFacts, ConfigErro
         .map_err(|e| bad(format!("not an X.509 certificate ({e})")))?;
     let validity = leaf.validity();
     if now < validity.not_before.timestamp() {
-        return Err(bad(format!(
-            "not valid before {}",
-            when(&validity.not_before)
-        )));
+        return Err(bad(format!("not valid before {}", validity.not_before)));
     }
     let left = validity.not_after.timestamp() - now;
     if left < 0 {
-        return Err(bad(format!("expired on {}", when(&validity.not_after))));
+        return Err(bad(format!("expired on {}", validity.not_after)));
     }
     let warning = (left < WARN_BEFORE_DAYS * DAY_SECS).then(|| {
         format!(
             "--tls-cert: '{}' expires in {} days, on {}",
             path.display(),
             left / DAY_SECS,
-            when(&validity.not_after)
+            validity.not_after
         )
     });
     let san = leaf
@@ -223,11 +222,6 @@ fn leaf_facts(path: &Path, der: &[u8], now: i64) -> Result<LeafFacts, ConfigErro
         })
         .collect();
     Ok(LeafFacts { names, warning })
-}
-
-/// A certificate date as people read it.
-fn when(time: &ASN1Time) -> String {
-    time.to_string()
 }
 
 fn unix_now() -> i64 {
@@ -673,6 +667,20 @@ mod tests {
                 "{version:?}, by ticket: {by_ticket}"
             );
         }
+    }
+
+    #[test]
+    fn a_file_holding_a_chain_is_served_whole_with_the_leaf_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let leaf = make(dir.path(), "leaf", &["a.example.com"]);
+        let other = make(dir.path(), "other", &["b.example.com"]);
+        let mut pem = std::fs::read(&leaf.pair.cert).unwrap();
+        pem.extend(std::fs::read(&other.pair.cert).unwrap());
+        std::fs::write(&leaf.pair.cert, pem).unwrap();
+        let (_, config) = listener(&[&leaf]);
+        let (mut client, mut server) = pair(&http1_client(), &config, Some("a.example.com"));
+        finish(&mut client, &mut server).unwrap();
+        assert_eq!(client.peer_certificates().unwrap(), &[leaf.der, other.der]);
     }
 
     #[test]
