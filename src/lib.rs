@@ -55,6 +55,8 @@ pub mod http1;
 pub mod listener;
 pub mod metrics;
 pub mod outbox;
+#[cfg(feature = "tls")]
+pub mod pem;
 pub mod pool;
 pub mod proxy;
 pub mod refuse;

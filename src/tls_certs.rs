@@ -36,11 +36,10 @@ use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 use rustls::version::{TLS12, TLS13};
 use rustls::{Error as TlsError, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 
 use crate::config::ConfigError;
+use crate::pem;
 
 /// A certificate expiring sooner than this is loaded with a warning.
 const WARN_BEFORE_DAYS: i64 = 30;
@@ -145,11 +144,11 @@ fn load_at(pairs: &[CertPair], now: i64) -> Result<Certs, ConfigError> {
 
 /// The chain and key of one pair, the key checked against the leaf.
 fn certified_key(pair: &CertPair, provider: &CryptoProvider) -> Result<CertifiedKey, ConfigError> {
-    let chain = chain(&pair.cert)?;
+    let chain = pem::certificates("--tls-cert", &pair.cert)?;
     let key_flag = "--tls-key";
     let bad_key =
         |why: String| ConfigError::new(key_flag, format!("'{}': {why}", pair.key.display()));
-    let key = PrivateKeyDer::from_pem_file(&pair.key).map_err(|e| bad_key(e.to_string()))?;
+    let key = pem::private_key(key_flag, &pair.key)?;
     let signing = provider
         .key_provider
         .load_private_key(key)
@@ -166,19 +165,6 @@ fn certified_key(pair: &CertPair, provider: &CryptoProvider) -> Result<Certified
             pair.cert.display()
         ))),
     }
-}
-
-/// Every certificate in a `--tls-cert` file; none is an error.
-fn chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let bad = |why: String| ConfigError::new("--tls-cert", format!("'{}': {why}", path.display()));
-    let chain = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(bad("no PEM certificate in it".into()));
-    }
-    Ok(chain)
 }
 
 /// What `load` keeps from a leaf certificate.

@@ -137,8 +137,7 @@ pub(super) mod with_tls {
     use std::sync::Arc;
 
     use rustls::crypto::{CryptoProvider, ring};
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls_pki_types::CertificateDer;
     use ureq::config::Config as AgentConfig;
     use ureq::http::Uri;
     use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
@@ -147,6 +146,7 @@ pub(super) mod with_tls {
 
     use super::TlsFlags;
     use crate::config::ConfigError;
+    use crate::pem;
 
     /// The ring provider: gcc alone builds it (aws-lc-rs needs more, and is larger).
     fn provider() -> Arc<CryptoProvider> {
@@ -155,7 +155,7 @@ pub(super) mod with_tls {
 
     pub(super) fn config(flags: &TlsFlags) -> Result<TlsConfig, ConfigError> {
         let roots = match &flags.ca {
-            Some(path) => certificates("--backend-ca", path)?,
+            Some(path) => pem::certificates("--backend-ca", path)?,
             None if flags.insecure => Vec::new(),
             None => system_roots()?,
         };
@@ -194,19 +194,6 @@ pub(super) mod with_tls {
             .build()
     }
 
-    /// Every certificate in a PEM file; none is an error.
-    fn certificates(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-        let bad = |why: String| ConfigError::new(flag, format!("'{}': {why}", path.display()));
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| bad(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(bad("no PEM certificate in it".into()));
-        }
-        Ok(certs)
-    }
-
     /// The system's roots: Debian's /etc/ssl/certs, or the files SSL_CERT_FILE and
     /// SSL_CERT_DIR name, as OpenSSL would find them.
     fn system_roots() -> Result<Vec<CertificateDer<'static>>, ConfigError> {
@@ -224,10 +211,10 @@ pub(super) mod with_tls {
     /// The client certificate chain and its key, checked to belong together now rather
     /// than at the first connect (ureq would panic there).
     fn identity(cert: &Path, key: &Path) -> Result<ClientCert, ConfigError> {
-        let chain = certificates("--backend-cert", cert)?;
+        let chain = pem::certificates("--backend-cert", cert)?;
         let bad_key =
             |why: String| ConfigError::new("--backend-key", format!("'{}': {why}", key.display()));
-        let der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad_key(e.to_string()))?;
+        let der = pem::private_key("--backend-key", key)?;
         rustls::sign::CertifiedKey::from_der(chain.clone(), der.clone_key(), &provider())
             .map_err(|e| bad_key(format!("does not go with --backend-cert: {e}")))?;
         // ureq takes the key as PEM (its key kinds are not public): the same bytes,
