@@ -307,7 +307,7 @@ impl Room {
                 }
             }
             while let Ok((client, phase)) = self.arrivals.try_recv() {
-                self.enter(client, phase);
+                self.enter(client, phase, None);
             }
             self.take_write_outs();
             if self.closed.load(Ordering::Relaxed) {
@@ -358,21 +358,26 @@ impl Room {
         }
     }
 
-    fn enter(&mut self, client: Client, phase: Phase) {
+    /// Takes a connection in, watched for what its phase waits on: writability for a
+    /// write-out (`unsent` is its answer's end), readability otherwise.
+    fn enter(&mut self, client: Client, phase: Phase, unsent: Option<Box<Unsent>>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let deadline = Instant::now()
             + match phase {
                 Phase::Idle => self.timeouts.idle,
-                Phase::Head | Phase::Body => self.timeouts.head,
+                Phase::Head | Phase::Body | Phase::WriteOut => self.timeouts.head,
                 Phase::Linger => LINGER,
-                Phase::WriteOut => self.timeouts.head,
             };
         let entry = self.parked.vacant_entry();
         let key = entry.key();
+        let interest = match phase {
+            Phase::WriteOut => Event::writable(key),
+            _ => Event::readable(key),
+        };
         // SAFETY (polling's contract): the socket is deleted from the poller before it is
         // closed, since it only leaves this struct through `leave`, which deletes it.
-        let added = unsafe { self.poller.add(client.conn.stream(), Event::readable(key)) };
+        let added = unsafe { self.poller.add(client.conn.stream(), interest) };
         if let Err(err) = added {
             eprintln!("roundhouse: waiting room: cannot watch a connection: {err}");
             return;
@@ -383,7 +388,7 @@ impl Room {
             deadline,
             dropped: 0,
             seq,
-            unsent: None,
+            unsent,
         });
         self.expiry(phase).push_back((deadline, key, seq));
     }

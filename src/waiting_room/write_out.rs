@@ -95,32 +95,8 @@ impl Room {
         while let Ok(WriteOut { client, unsent }) = self.write_outs.try_recv() {
             // Relaxed: see `Handing`.
             self.handing.fetch_sub(1, Ordering::Relaxed);
-            self.enter_write_out(client, unsent);
+            self.enter(client, Phase::WriteOut, Some(Box::new(unsent)));
         }
-    }
-
-    fn enter_write_out(&mut self, client: Client, unsent: Unsent) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let deadline = Instant::now() + self.timeouts.head;
-        let entry = self.parked.vacant_entry();
-        let key = entry.key();
-        // SAFETY: as in `enter`, the socket leaves the poller (in `leave`) before it
-        // is closed.
-        let added = unsafe { self.poller.add(client.conn.stream(), Event::writable(key)) };
-        if let Err(err) = added {
-            eprintln!("roundhouse: waiting room: cannot watch a connection: {err}");
-            return;
-        }
-        entry.insert(Parked {
-            client,
-            phase: Phase::WriteOut,
-            deadline,
-            dropped: 0,
-            seq,
-            unsent: Some(Box::new(unsent)),
-        });
-        self.write_expiry.push_back((deadline, key, seq));
     }
 
     /// The socket of a write-out is writable (or failed): writes what it takes, then
