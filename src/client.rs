@@ -28,8 +28,9 @@ pub struct Gathering {
 /// An open client connection and its place under `--max-connections`.
 pub struct Client {
     pub conn: ClientConn,
-    /// The request whose body is being gathered, if any.
-    pub gathering: Option<Gathering>,
+    /// The request whose body is being gathered, if any. Boxed: few connections have
+    /// one, and every idle connection would otherwise carry its size.
+    pub gathering: Option<Box<Gathering>>,
     _slot: Slot,
     /// When the connection last went on the queue for a worker: its first request's
     /// queue wait is counted from here (access log, Server-Timing).

@@ -189,11 +189,11 @@ fn body_of(
                     && Instant::now() < until
                     && readable_within(client.conn.stream(), NEXT_REQUEST_WAIT);
                 if !fast {
-                    client.gathering = Some(Gathering {
+                    client.gathering = Some(Box::new(Gathering {
                         head,
                         gather,
                         started,
-                    });
+                    }));
                     return None;
                 }
             }
