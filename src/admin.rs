@@ -205,8 +205,7 @@ fn serve(admin: &Admin, mut conn: ClientConn) {
             Ok(None) => return,
             Err(err) => {
                 if let Some(status) = err.status() {
-                    let stream = conn.stream_mut();
-                    let _ = write_error(stream, &mut out, status, err.client_text(), &[], false);
+                    let _ = write_error(&mut conn, &mut out, status, err.client_text(), &[], false);
                 }
                 return;
             }
@@ -251,7 +250,7 @@ fn send(
         (ResponseBody::Length(len), None)
     };
     let mut writer = write_head(
-        conn.stream_mut(),
+        conn,
         out,
         &ResponseHead {
             version: head.version,

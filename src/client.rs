@@ -4,8 +4,7 @@
 //! it from here; `refuse` turns a whole connection away from the event side (a full
 //! queue, a head past its deadline).
 
-use std::io::Read;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::access_log::{Entry, RequestLine};
@@ -95,10 +94,8 @@ pub fn refuse(tally: &Tally, mut client: Client, error: ProxyError) -> Client {
         },
         None => Entry::unread(client.conn.peer(), Instant::now(), Duration::ZERO),
     };
-    let stream = client.conn.stream_mut();
-    let _ = stream.set_nonblocking(true);
-    let mut sink = [0u8; 4096];
-    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    let _ = client.conn.stream().set_nonblocking(true);
+    let _ = client.conn.discard_input(usize::MAX);
     let retry_after: &[(&str, &str)] = match error {
         ProxyError::Overloaded => &[("Retry-After", "1")],
         _ => &[],
@@ -108,7 +105,14 @@ pub fn refuse(tally: &Tally, mut client: Client, error: ProxyError) -> Client {
         extra: retry_after,
         keep_alive: false,
     };
-    refuse::answer(tally, stream, &mut Vec::new(), refusal, &mut entry, None);
-    let _ = stream.shutdown(Shutdown::Write);
+    refuse::answer(
+        tally,
+        &mut client.conn,
+        &mut Vec::new(),
+        refusal,
+        &mut entry,
+        None,
+    );
+    client.conn.shut_write();
     client
 }

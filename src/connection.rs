@@ -92,10 +92,9 @@ pub fn serve(
                         extra: &[],
                         keep_alive: false,
                     };
-                    let stream = client.conn.stream_mut();
                     refuse::answer(
                         &shared.tally,
-                        stream,
+                        &mut client.conn,
                         &mut scratch.out,
                         refusal,
                         &mut entry,

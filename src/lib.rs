@@ -71,9 +71,12 @@ pub mod spill;
 pub mod target;
 #[cfg(feature = "tls")]
 pub mod tls_certs;
+#[cfg(feature = "tls")]
+pub mod tls_session;
 pub mod trace;
 pub mod upstream;
 pub mod waiting_room;
+pub mod wire;
 
 pub use config::Config;
 pub use error::ProxyError;

@@ -168,7 +168,7 @@ pub fn handle(
         // is read whole.
         Ok((reply, _in_flight)) => {
             let relayed = relay(
-                conn.stream(),
+                conn,
                 &mut scratch.out,
                 &mut scratch.copy,
                 reply,
@@ -517,12 +517,5 @@ fn answer_error(
         keep_alive,
     };
     let mut entry = request.entry(attempts);
-    refuse::answer(
-        &proxy.tally,
-        conn.stream_mut(),
-        out,
-        refusal,
-        &mut entry,
-        attempts.last,
-    )
+    refuse::answer(&proxy.tally, conn, out, refusal, &mut entry, attempts.last)
 }

@@ -159,8 +159,8 @@ impl WaitingRoom {
     /// sending (an error answer, a body left unread): shuts the write side now, so the
     /// answer is followed by a clean end, and reads what comes until the client closes
     /// too or the linger ends.
-    pub fn linger(&self, client: Client) {
-        let _ = client.conn.stream().shutdown(std::net::Shutdown::Write);
+    pub fn linger(&self, mut client: Client) {
+        client.conn.shut_write();
         self.send(client, Phase::Linger);
     }
 
@@ -469,7 +469,7 @@ impl Room {
                 if !current {
                     continue;
                 }
-                let client = self.leave(key);
+                let mut client = self.leave(key);
                 let due = client.gathering.is_some() || client.conn.has_buffered();
                 if phase == Phase::Head && due {
                     refuse(client, ProxyError::ClientTimeout);
