@@ -319,7 +319,10 @@ mod tests {
         let control = Control::new(tls(&a, &on_9443));
         let applied = control.apply(&tls(&b, &on_9443));
         assert_eq!(applied.need_restart, Vec::<String>::new());
-        assert_eq!(control.config().listener_tls.pairs, std::slice::from_ref(&b));
+        assert_eq!(
+            control.config().listener_tls.pairs,
+            std::slice::from_ref(&b)
+        );
 
         let running = control.config();
         let moved = tls(&b, &["--tls-listen", "127.0.0.1:9444"]);
