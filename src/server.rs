@@ -114,7 +114,11 @@ impl Running {
 pub fn start(config: Config) -> io::Result<Running> {
     let started = Instant::now();
     raise_open_files_limit(&config);
-    let listener = listener::bind(config.listen, config.client_timeout)?;
+    let listener = listener::bind(
+        *(config.listen.first().or(config.tls_listen.first()))
+            .ok_or_else(|| io::Error::other("no --listen or --tls-listen address"))?,
+        config.client_timeout,
+    )?;
     let local_addr = listener.local_addr()?;
 
     spill::set_memory_cap(usize::try_from(config.buffer_memory).unwrap_or(usize::MAX));

@@ -4,10 +4,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
+use std::time::SystemTime;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
@@ -59,11 +60,40 @@ impl TestCa {
         self.dir.path().join("ca.pem").display().to_string()
     }
 
+    /// The directory the certificates are written to; removed with the CA.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Signs a leaf for `names` (DNS names or IP addresses) and writes `NAME.pem` and
     /// `NAME.key`.
     pub fn issue(&self, name: &str, names: &[&str]) -> Leaf {
+        self.issue_with(name, names, None)
+    }
+
+    /// `issue`, valid from `from` until `until` only.
+    pub fn issue_dated(
+        &self,
+        name: &str,
+        names: &[&str],
+        from: SystemTime,
+        until: SystemTime,
+    ) -> Leaf {
+        self.issue_with(name, names, Some((from, until)))
+    }
+
+    fn issue_with(
+        &self,
+        name: &str,
+        names: &[&str],
+        valid: Option<(SystemTime, SystemTime)>,
+    ) -> Leaf {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let params = CertificateParams::new(names).unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        if let Some((from, until)) = valid {
+            params.not_before = from.into();
+            params.not_after = until.into();
+        }
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let cert_path = self.dir.path().join(format!("{name}.pem"));
