@@ -13,6 +13,7 @@ use crate::error::ProxyError;
 use crate::http1::{ClientConn, Gather, RequestHead};
 use crate::listener::Slot;
 use crate::refuse::{self, Refusal, Tally};
+use crate::wire::Wire;
 
 /// A request whose head a worker read and whose body is gathered before any backend
 /// hears of it (`--request-buffering`): by the waiting room while the client sends it,
@@ -34,6 +35,9 @@ pub struct Client {
     /// When the connection last went on the queue for a worker: its first request's
     /// queue wait is counted from here (access log, Server-Timing).
     queued: Instant,
+    /// A TLS connection's handshake must be done by then (`--client-timeout` after the
+    /// accept), however many flights it takes.
+    handshake_due: Instant,
 }
 
 impl Client {
@@ -56,7 +60,19 @@ impl Client {
             gathering: None,
             _slot: slot,
             queued: Instant::now(),
+            handshake_due: Instant::now() + client_timeout,
         }
+    }
+
+    /// The connection over `wire`: a TLS listener's, whose handshake is due first.
+    pub fn over(mut self, wire: Wire) -> Client {
+        self.conn = self.conn.over(wire);
+        self
+    }
+
+    /// While a TLS handshake is under way: when it must be done.
+    pub fn handshake_deadline(&self) -> Option<Instant> {
+        self.conn.handshaking().then_some(self.handshake_due)
     }
 
     /// Notes that the connection goes on the queue again (the waiting room saw its next
@@ -79,8 +95,17 @@ impl Client {
 /// the answer is written without waiting. The write side is shut after the answer; the
 /// caller lets the connection linger in the waiting room until the client has read it
 /// (closing a socket with unread input would reset it and could destroy the answer).
-/// The log line goes to stdout like a worker's.
-pub fn refuse(tally: &Tally, mut client: Client, error: ProxyError) -> Client {
+/// The log line goes to stdout like a worker's. A TLS connection whose handshake is
+/// not done cannot be answered in HTTP: it is closed (`None`), and its session counts
+/// the failed handshake.
+pub fn refuse(tally: &Tally, mut client: Client, error: ProxyError) -> Option<Client> {
+    #[cfg(feature = "tls")]
+    if client.conn.handshaking() {
+        if matches!(error, ProxyError::ClientTimeout) {
+            client.conn.handshake_timed_out();
+        }
+        return None;
+    }
     // A request whose body could not be gathered has its head: the line says which.
     let gathering = client.gathering.take();
     let mut entry = match &gathering {
@@ -114,5 +139,5 @@ pub fn refuse(tally: &Tally, mut client: Client, error: ProxyError) -> Client {
         None,
     );
     client.conn.shut_write();
-    client
+    Some(client)
 }

@@ -84,14 +84,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The listener bound first is said with the port it got (port 0 picks one).
-    let (mut plain, mut tls) = (config.listen.clone(), config.tls_listen.clone());
-    if let Some(bound) = plain.first_mut().or(tls.first_mut()) {
-        *bound = running.local_addr();
-    }
+    // Each listener with the port it got (port 0 picks one).
     println!(
         "roundhouse listening on {}, {} over {}{}",
-        listeners(&plain, &tls),
+        listeners(&running.plain_addrs(), &running.tls_addrs()),
         config.strategy.name(),
         backends.join(", "),
         if config.default_backends {
@@ -105,7 +101,14 @@ fn main() -> ExitCode {
         let scheme = if tls { "https" } else { "http" };
         println!("admin interface on {scheme}://{admin}/ (metrics at /metrics)");
     }
-    if let Err(err) = caught.and_then(|c| c.handle(source, running.control(), running.shutdown())) {
+    if let Err(err) = caught.and_then(|c| {
+        c.handle(
+            source,
+            running.control(),
+            running.certificates(),
+            running.shutdown(),
+        )
+    }) {
         // Caught signals nobody handles would leave only SIGKILL to stop us.
         eprintln!("roundhouse: cannot watch signals: {err}");
         return ExitCode::from(2);

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use rustix::net::{RecvFlags, SendFlags, recv, send};
 use rustls::{AlertDescription, Error, ProtocolVersion, ServerConfig, ServerConnection};
 
+use crate::metrics::{HANDSHAKE_FAILURES, Handshakes};
+
 /// The largest TLS record a client may send: 2^14 bytes of payload plus the most any
 /// cipher adds (RFC 8446 §5.2), plus the 5-byte record header. The waiting room's buffer
 /// for handshake bytes may grow to this even under a small `--max-head`.
@@ -34,7 +36,8 @@ pub enum Step {
     Failed(Failure),
 }
 
-/// Why a handshake failed, as counted (`roundhouse_tls_handshake_failures_total`).
+/// Why a handshake failed, as counted (`roundhouse_tls_handshake_failures_total`), in
+/// the order of `metrics::HANDSHAKE_FAILURES`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
     /// No version, cipher suite, group or ALPN protocol both sides speak (TLS 1.1, an
@@ -52,25 +55,9 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub const ALL: [Failure; 6] = [
-        Failure::Protocol,
-        Failure::Certificate,
-        Failure::Timeout,
-        Failure::NotTls,
-        Failure::Closed,
-        Failure::Other,
-    ];
-
     /// The metric's `reason` label.
     pub fn label(self) -> &'static str {
-        match self {
-            Failure::Protocol => "protocol",
-            Failure::Certificate => "certificate",
-            Failure::Timeout => "timeout",
-            Failure::NotTls => "not_tls",
-            Failure::Closed => "closed",
-            Failure::Other => "other",
-        }
+        HANDSHAKE_FAILURES[self as usize]
     }
 
     fn of(err: &Error) -> Failure {
@@ -113,25 +100,37 @@ pub fn record_complete(raw: &[u8]) -> bool {
     }
 }
 
-/// One client's TLS session (see the module docs).
+/// One client's TLS session (see the module docs). It counts its handshake once, in
+/// `counts`: as done when it completes, or as failed, for the reason it was given
+/// (`Closed` if none), when the session ends without one.
 #[derive(Debug)]
 pub struct Session {
     tls: ServerConnection,
     /// Some of the client's bytes went to rustls: later ones are not the first.
     started: bool,
+    counts: Arc<Handshakes>,
+    /// Why the handshake failed, once it did.
+    failure: Option<Failure>,
 }
 
 impl Session {
     /// A session for a connection just accepted; `None` only if rustls refuses the
     /// configuration, which `tls_certs::server_config` makes valid.
-    pub fn new(config: &Arc<ServerConfig>) -> Option<Session> {
+    pub fn new(config: &Arc<ServerConfig>, counts: &Arc<Handshakes>) -> Option<Session> {
         let mut tls = ServerConnection::new(config.clone()).ok()?;
         // `seal` takes every answer's bytes out at once: rustls need not bound them.
         tls.set_buffer_limit(None);
         Some(Session {
             tls,
             started: false,
+            counts: counts.clone(),
+            failure: None,
         })
+    }
+
+    /// The handshake ran out of time (`--client-timeout`): what it counts as.
+    pub fn timed_out(&mut self) {
+        self.failure.get_or_insert(Failure::Timeout);
     }
 
     pub fn handshaking(&self) -> bool {
@@ -143,7 +142,17 @@ impl Session {
     /// alert that ends a failed handshake. A flight is a few kilobytes, which an
     /// accepted socket's send buffer takes whole; one it does not take is a failure,
     /// not a wait.
-    pub fn handshake(&mut self, stream: &TcpStream, mut raw: &[u8]) -> Step {
+    pub fn handshake(&mut self, stream: &TcpStream, raw: &[u8]) -> Step {
+        let step = self.step(stream, raw);
+        match step {
+            Step::Done => self.counts.record_done(),
+            Step::Failed(failure) => self.failure = Some(failure),
+            Step::More => {}
+        }
+        step
+    }
+
+    fn step(&mut self, stream: &TcpStream, mut raw: &[u8]) -> Step {
         // A TLS connection starts with a record type byte (20 to 24); HTTP, with a method.
         if !self.started && raw.first().is_some_and(u8::is_ascii_alphabetic) {
             return Step::Failed(Failure::NotTls);
@@ -252,6 +261,15 @@ impl Session {
             }
         }
         Ok(true)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.tls.is_handshaking() {
+            let failure = self.failure.unwrap_or(Failure::Closed);
+            self.counts.record_failure(failure as usize);
+        }
     }
 }
 

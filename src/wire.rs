@@ -8,11 +8,46 @@
 use std::io::{self, IoSlice, Read};
 use std::mem::MaybeUninit;
 use std::net::TcpStream;
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 
 use rustix::net::{RecvFlags, recv};
 
 #[cfg(feature = "tls")]
+use crate::metrics::Handshakes;
+#[cfg(feature = "tls")]
 use crate::tls_session::{Session, Step};
+
+/// What a listener gives each connection it accepts: a plain wire, or a TLS session of
+/// its own, whose handshake is due first.
+#[derive(Clone, Debug)]
+pub enum Accepting {
+    Plain,
+    #[cfg(feature = "tls")]
+    Tls {
+        config: Arc<rustls::ServerConfig>,
+        /// Where the sessions count their handshakes.
+        counts: Arc<Handshakes>,
+    },
+}
+
+impl Accepting {
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, Accepting::Plain)
+    }
+
+    /// The wire of a connection just accepted; `None` if no TLS session can be made
+    /// for it (rustls refused the configuration), and it is closed.
+    pub fn wire(&self) -> Option<Wire> {
+        match self {
+            Accepting::Plain => Some(Wire::Plain),
+            #[cfg(feature = "tls")]
+            Accepting::Tls { config, counts } => {
+                Session::new(config, counts).map(|session| Wire::Tls(Box::new(session)))
+            }
+        }
+    }
+}
 
 /// A client connection's transport.
 #[derive(Debug)]
@@ -53,6 +88,14 @@ impl Wire {
         match self {
             Wire::Plain => Step::Done,
             Wire::Tls(session) => session.handshake(stream, raw),
+        }
+    }
+
+    /// The handshake ran out of time: what its failure counts as.
+    #[cfg(feature = "tls")]
+    pub fn handshake_timed_out(&mut self) {
+        if let Wire::Tls(session) = self {
+            session.timed_out();
         }
     }
 

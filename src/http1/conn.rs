@@ -212,6 +212,12 @@ impl ClientConn {
         step
     }
 
+    /// The handshake did not finish by its deadline (the connection is closed next).
+    #[cfg(feature = "tls")]
+    pub fn handshake_timed_out(&mut self) {
+        self.wire.handshake_timed_out();
+    }
+
     /// A whole TLS handshake, waiting for the client until `deadline`: for the admin
     /// interface's own threads only (the front door's handshakes never wait).
     #[cfg(feature = "tls")]
@@ -310,6 +316,10 @@ impl ClientConn {
     /// previous request's body was not read to its end.
     pub fn read_head(&mut self, deadline: Instant) -> Result<Option<RequestHead>, ProxyError> {
         if self.unread_body {
+            return Ok(None);
+        }
+        #[cfg(feature = "tls")]
+        if self.wire.handshaking() && self.handshake_waiting(deadline).is_err() {
             return Ok(None);
         }
         let mut scanned = 0;
