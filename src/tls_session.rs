@@ -229,8 +229,8 @@ impl Session {
         Ok(())
     }
 
-    /// Before the write side is shut: tells the client, so that it can tell our close
-    /// from a cut connection.
+    /// Before the close: tells the client, so that it can tell our close from a cut
+    /// connection. rustls says it once, however often this is called.
     pub fn close_notify(&mut self, stream: &TcpStream) {
         self.tls.send_close_notify();
         let _ = self.send_now(stream);

@@ -172,13 +172,21 @@ impl Wire {
 
     /// Shuts the write side after the last answer (a TLS session says close_notify first).
     pub fn shut_write(&mut self, stream: &TcpStream) {
+        self.close_notify(stream);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// An established TLS session tells its client that nothing more comes, so that the
+    /// client can tell the end from a cut connection (once; a plain wire says nothing).
+    pub fn close_notify(&mut self, stream: &TcpStream) {
         #[cfg(feature = "tls")]
         if let Wire::Tls(session) = self
             && !session.handshaking()
         {
             session.close_notify(stream);
         }
-        let _ = stream.shutdown(std::net::Shutdown::Write);
+        #[cfg(not(feature = "tls"))]
+        let _ = stream;
     }
 
     pub fn info(&self) -> TlsInfo<'_> {

@@ -509,6 +509,13 @@ impl ClientConn {
     }
 }
 
+/// However the connection ends, a TLS client hears close_notify before the close.
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        self.wire.close_notify(&self.stream);
+    }
+}
+
 /// An answer written whole, waiting for the client as the socket's write timeout
 /// allows: refusals (`refuse.rs`), a `100 Continue`, the admin interface's answers. On
 /// a non-blocking socket (the event side's refusals) what does not fit is cut short.
