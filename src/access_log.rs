@@ -44,6 +44,10 @@ pub struct Entry<'a> {
     pub upstream: Option<Duration>,
     /// Failed attempts that were tried again.
     pub retries: u32,
+    /// The TLS version ("TLSv1.3") of a request that came over TLS.
+    pub tls: Option<&'static str>,
+    /// The name its client asked for in the handshake (SNI).
+    pub sni: Option<&'a str>,
 }
 
 /// The request line as the client sent it.
@@ -70,6 +74,8 @@ impl Entry<'_> {
             queue_wait,
             upstream: None,
             retries: 0,
+            tls: None,
+            sni: None,
         }
     }
 }
@@ -168,6 +174,8 @@ impl AccessLog {
                     "queue_ms": millis(e.queue_wait),
                     "upstream_ms": e.upstream.map(millis),
                     "retries": e.retries,
+                    "tls": e.tls,
+                    "sni": e.sni,
                     "termination": termination,
                     "error": error.map(|err| err.to_string()),
                 });
@@ -275,6 +283,22 @@ mod tests {
         assert_eq!(json["status"], 400);
         assert_eq!(json["termination"], "PR");
         assert_eq!(json["error"], "conflicting content-length");
+        assert_eq!(json["tls"], serde_json::Value::Null);
+        assert_eq!(json["sni"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_tls_request_shows_its_version_and_name_in_json() {
+        let e = Entry {
+            status: 200,
+            tls: Some("TLSv1.3"),
+            sni: Some("a.test"),
+            ..Entry::unread(peer(), Instant::now(), Duration::ZERO)
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&render(LogFormat::Json, &e, None)).unwrap();
+        assert_eq!(json["tls"], "TLSv1.3");
+        assert_eq!(json["sni"], "a.test");
     }
 
     #[test]

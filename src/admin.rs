@@ -31,9 +31,10 @@ use crate::client::Client;
 use crate::config::{MAX_HEAD, WEIGHT_RULE, Weight};
 use crate::http1::{ClientConn, RequestHead, ResponseBody, ResponseHead, write_error, write_head};
 use crate::listener::Limit;
-use crate::metrics::Stats;
+use crate::metrics::{Handshakes, Stats};
 use crate::pool::Pool;
 use crate::reload::Control;
+use crate::wire::Accepting;
 
 use guard::{Guard, Refusal};
 use history::History;
@@ -58,6 +59,8 @@ pub struct Sources {
     pub pool: Pool<Client>,
     /// Open client connections (`listener::run` counts them).
     pub connections: Arc<Limit>,
+    /// The TLS listeners' handshakes (`tls_session::Session` counts them).
+    pub handshakes: Arc<Handshakes>,
     pub started: Instant,
     /// Where the configuration came from, in words.
     pub config_source: String,
@@ -79,8 +82,14 @@ struct Admin {
     open: AtomicUsize,
 }
 
-/// Binds `addr` and starts the admin threads; returns the bound address.
-pub fn start(addr: SocketAddr, token: Option<String>, sources: Sources) -> io::Result<SocketAddr> {
+/// Binds `addr` and starts the admin threads; returns the bound address. `accepting`:
+/// plain, or TLS with the listeners' certificates (`--admin-tls`).
+pub fn start(
+    addr: SocketAddr,
+    token: Option<String>,
+    sources: Sources,
+    accepting: Accepting,
+) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .map_err(|err| io::Error::new(err.kind(), format!("--admin {addr}: {err}")))?;
     let local = listener.local_addr()?;
@@ -103,11 +112,11 @@ pub fn start(addr: SocketAddr, token: Option<String>, sources: Sources) -> io::R
     }
     thread::Builder::new()
         .name("admin".into())
-        .spawn(move || accept(listener, admin))?;
+        .spawn(move || accept(listener, admin, accepting))?;
     Ok(local)
 }
 
-fn accept(listener: TcpListener, admin: Arc<Admin>) {
+fn accept(listener: TcpListener, admin: Arc<Admin>, accepting: Accepting) {
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(stream) => stream,
@@ -130,12 +139,20 @@ fn accept(listener: TcpListener, admin: Arc<Admin>) {
             let _ = write_error(&mut stream, &mut Vec::new(), 503, "admin busy", &[], false);
             continue;
         }
+        let Some(wire) = accepting.wire() else {
+            admin.open.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        };
         let conn_admin = admin.clone();
         let spawned = thread::Builder::new()
             .name("admin-conn".into())
             .stack_size(512 * 1024)
             .spawn(move || {
-                serve(&conn_admin, ClientConn::new(stream, peer, MAX_HEAD));
+                // Over TLS, the handshake is the first thing `read_head` waits for.
+                serve(
+                    &conn_admin,
+                    ClientConn::new(stream, peer, MAX_HEAD).over(wire),
+                );
                 conn_admin.open.fetch_sub(1, Ordering::Relaxed);
             });
         if spawned.is_err() {
@@ -205,8 +222,7 @@ fn serve(admin: &Admin, mut conn: ClientConn) {
             Ok(None) => return,
             Err(err) => {
                 if let Some(status) = err.status() {
-                    let stream = conn.stream_mut();
-                    let _ = write_error(stream, &mut out, status, err.client_text(), &[], false);
+                    let _ = write_error(&mut conn, &mut out, status, err.client_text(), &[], false);
                 }
                 return;
             }
@@ -251,7 +267,7 @@ fn send(
         (ResponseBody::Length(len), None)
     };
     let mut writer = write_head(
-        conn.stream_mut(),
+        conn,
         out,
         &ResponseHead {
             version: head.version,

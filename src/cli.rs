@@ -6,9 +6,33 @@ use argh::FromArgs;
 /// roundhouse: an HTTP/1.1 load balancer on plain threads and blocking sockets.
 #[derive(FromArgs, Debug, Default)]
 pub struct Args {
-    /// address to listen on (default: 127.0.0.1:8000)
-    #[argh(option, default = "String::from(\"127.0.0.1:8000\")")]
-    pub listen: String,
+    /// address to listen on for plain HTTP; repeat for more (default: 127.0.0.1:8000
+    /// when neither --listen nor --tls-listen is given)
+    // The default is config::DEFAULT_LISTEN, applied by config.rs: argh's would apply
+    // even beside --tls-listen.
+    #[argh(option)]
+    pub listen: Vec<String>,
+
+    /// address to listen on for HTTPS, with the --tls-cert certificates; repeat for
+    /// more (default: none)
+    #[argh(option)]
+    pub tls_listen: Vec<String>,
+
+    /// a PEM certificate (the chain, leaf first) for --tls-listen and --admin-tls;
+    /// repeat with one --tls-key each, in the same order: each handshake gets the one
+    /// naming the host the client asks for (SNI), else the first (default: none)
+    #[argh(option)]
+    pub tls_cert: Vec<String>,
+
+    /// the private key of a --tls-cert, a PEM file (PKCS#8, PKCS#1 or SEC1); the first
+    /// --tls-key is the first --tls-cert's (default: none)
+    #[argh(option)]
+    pub tls_key: Vec<String>,
+
+    /// plain HTTP listeners answer every request with 308 to the same URL on https
+    /// (default: off)
+    #[argh(switch)]
+    pub https_redirect: bool,
 
     /// a backend as host:port, http://host:port or https://host:port, optionally with ",weight=N" (1-1000)
     /// and ",backup" (used only while no other backend is up); repeat for each backend
@@ -115,6 +139,10 @@ pub struct Args {
     /// which --admin allows on loopback only)
     #[argh(option)]
     pub admin_token: Option<String>,
+
+    /// the admin interface speaks HTTPS, with the --tls-cert certificates (default: off)
+    #[argh(switch)]
+    pub admin_tls: bool,
 
     /// add Server-Timing and X-Roundhouse-Trace (strategy, candidates and their scores,
     /// retries and why) to every answer (default: off)

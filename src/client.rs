@@ -4,8 +4,7 @@
 //! it from here; `refuse` turns a whole connection away from the event side (a full
 //! queue, a head past its deadline).
 
-use std::io::Read;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::access_log::{Entry, RequestLine};
@@ -14,6 +13,7 @@ use crate::error::ProxyError;
 use crate::http1::{ClientConn, Gather, RequestHead};
 use crate::listener::Slot;
 use crate::refuse::{self, Refusal, Tally};
+use crate::wire::Wire;
 
 /// A request whose head a worker read and whose body is gathered before any backend
 /// hears of it (`--request-buffering`): by the waiting room while the client sends it,
@@ -35,6 +35,9 @@ pub struct Client {
     /// When the connection last went on the queue for a worker: its first request's
     /// queue wait is counted from here (access log, Server-Timing).
     queued: Instant,
+    /// A TLS connection's handshake must be done by then (`--client-timeout` after the
+    /// accept), however many flights it takes.
+    handshake_due: Instant,
 }
 
 impl Client {
@@ -57,7 +60,19 @@ impl Client {
             gathering: None,
             _slot: slot,
             queued: Instant::now(),
+            handshake_due: Instant::now() + client_timeout,
         }
+    }
+
+    /// The connection over `wire`: a TLS listener's, whose handshake is due first.
+    pub fn over(mut self, wire: Wire) -> Client {
+        self.conn = self.conn.over(wire);
+        self
+    }
+
+    /// While a TLS handshake is under way: when it must be done.
+    pub fn handshake_deadline(&self) -> Option<Instant> {
+        self.conn.handshaking().then_some(self.handshake_due)
     }
 
     /// Notes that the connection goes on the queue again (the waiting room saw its next
@@ -80,8 +95,17 @@ impl Client {
 /// the answer is written without waiting. The write side is shut after the answer; the
 /// caller lets the connection linger in the waiting room until the client has read it
 /// (closing a socket with unread input would reset it and could destroy the answer).
-/// The log line goes to stdout like a worker's.
-pub fn refuse(tally: &Tally, mut client: Client, error: ProxyError) -> Client {
+/// The log line goes to stdout like a worker's. A TLS connection whose handshake is
+/// not done cannot be answered in HTTP: it is closed (`None`), and its session counts
+/// the failed handshake.
+pub fn refuse(tally: &Tally, mut client: Client, error: ProxyError) -> Option<Client> {
+    #[cfg(feature = "tls")]
+    if client.conn.handshaking() {
+        if matches!(error, ProxyError::ClientTimeout) {
+            client.conn.handshake_timed_out();
+        }
+        return None;
+    }
     // A request whose body could not be gathered has its head: the line says which.
     let gathering = client.gathering.take();
     let mut entry = match &gathering {
@@ -95,10 +119,8 @@ pub fn refuse(tally: &Tally, mut client: Client, error: ProxyError) -> Client {
         },
         None => Entry::unread(client.conn.peer(), Instant::now(), Duration::ZERO),
     };
-    let stream = client.conn.stream_mut();
-    let _ = stream.set_nonblocking(true);
-    let mut sink = [0u8; 4096];
-    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    let _ = client.conn.stream().set_nonblocking(true);
+    let _ = client.conn.discard_input(usize::MAX);
     let retry_after: &[(&str, &str)] = match error {
         ProxyError::Overloaded => &[("Retry-After", "1")],
         _ => &[],
@@ -108,7 +130,14 @@ pub fn refuse(tally: &Tally, mut client: Client, error: ProxyError) -> Client {
         extra: retry_after,
         keep_alive: false,
     };
-    refuse::answer(tally, stream, &mut Vec::new(), refusal, &mut entry, None);
-    let _ = stream.shutdown(Shutdown::Write);
-    client
+    refuse::answer(
+        tally,
+        &mut client.conn,
+        &mut Vec::new(),
+        refusal,
+        &mut entry,
+        None,
+    );
+    client.conn.shut_write();
+    Some(client)
 }

@@ -2,9 +2,10 @@
 //! flags of `cli.rs` into values that cannot be invalid; every error is a `ConfigError`
 //! that names the flag and the value, in one line.
 //!
-//! The pieces: `strategy.rs` (the strategies and their one list of names), `backend.rs`
-//! (`--backend` and the weight rule), `values.rs` (durations, sizes, addresses) and
-//! `error.rs` (`ConfigError`).
+//! The pieces: `listeners.rs` (the plain and TLS listeners and their certificates),
+//! `strategy.rs` (the strategies and their one list of names), `backend.rs` (`--backend`
+//! and the weight rule), `values.rs` (durations, sizes, addresses) and `error.rs`
+//! (`ConfigError`).
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -16,14 +17,19 @@ use crate::upstream::{Tls, TlsFlags};
 
 mod backend;
 mod error;
+mod listeners;
 mod strategy;
 mod values;
 
 pub use backend::{BackendSpec, WEIGHT_RULE, Weight};
 pub use error::ConfigError;
+#[cfg(all(test, feature = "tls"))]
+pub(crate) use listeners::test_pairs;
+pub use listeners::{CertPair, DEFAULT_LISTEN, ListenerTls};
 pub use strategy::{HashKey, STRATEGIES, Strategy, StrategyKind, StrategyName};
 
 use backend::parse_backend;
+use listeners::Listeners;
 use values::{duration, nonzero, parse_size, resolve};
 
 /// Largest request head (request line and header fields) accepted; more gets 431.
@@ -34,7 +40,17 @@ pub const DEFAULT_BACKENDS: [&str; 2] = ["127.0.0.1:8081", "127.0.0.1:8082"];
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// The plain HTTP listeners (`--listen`): DEFAULT_LISTEN when neither `--listen` nor
+    /// `--tls-listen` is given; empty when only `--tls-listen` is.
+    pub listen: Vec<SocketAddr>,
+    /// The HTTPS listeners (`--tls-listen`); never given without a certificate pair.
+    pub tls_listen: Vec<SocketAddr>,
+    /// `--tls-cert` and `--tls-key`: the certificates of the TLS listeners and of an
+    /// `--admin-tls` interface.
+    pub listener_tls: ListenerTls,
+    /// `--https-redirect`: plain listeners answer every request with 308 to https.
+    /// Never set without a plain listener.
+    pub https_redirect: bool,
     /// Never empty: `from_cli` falls back to DEFAULT_BACKENDS.
     pub backends: Vec<BackendSpec>,
     /// True when `backends` came from DEFAULT_BACKENDS (said in the startup line).
@@ -78,6 +94,8 @@ pub struct AdminConfig {
     pub addr: SocketAddr,
     /// Required as `Authorization: Bearer TOKEN`; `None` only on a loopback address.
     pub token: Option<String>,
+    /// `--admin-tls`: HTTPS with `Config::listener_tls`, never set without a pair.
+    pub tls: bool,
 }
 
 /// How backend failures are noticed and handled; see health.rs.
@@ -149,9 +167,9 @@ impl Config {
     }
 
     pub fn from_cli(args: Args) -> Result<Config, ConfigError> {
-        let listen = resolve(&args.listen).map_err(|why| ConfigError::new("--listen", why))?;
+        let listeners = listeners::listeners(&args)?;
         let health = health_config(&args)?;
-        let admin = admin_config(&args, listen)?;
+        let admin = admin_config(&args, &listeners)?;
         let default_backends = args.backend.is_empty();
         let typed: Vec<String> = if default_backends {
             DEFAULT_BACKENDS.iter().map(|s| s.to_string()).collect()
@@ -170,7 +188,10 @@ impl Config {
         };
         let tls = Tls::load(&backend_tls, backends.iter().any(|b| b.https.is_some()))?;
         Ok(Config {
-            listen,
+            listen: listeners.listen,
+            tls_listen: listeners.tls_listen,
+            listener_tls: listeners.listener_tls,
+            https_redirect: listeners.https_redirect,
             backends,
             default_backends,
             backend_tls,
@@ -239,9 +260,9 @@ impl Config {
     }
 }
 
-/// `--admin` and `--admin-token`. The admin interface changes the backends, so off
-/// loopback it must not be open to anyone who can reach the port.
-fn admin_config(args: &Args, listen: SocketAddr) -> Result<Option<AdminConfig>, ConfigError> {
+/// `--admin`, `--admin-token` and `--admin-tls`. The admin interface changes the
+/// backends, so off loopback it must not be open to anyone who can reach the port.
+fn admin_config(args: &Args, listeners: &Listeners) -> Result<Option<AdminConfig>, ConfigError> {
     let token = match &args.admin_token {
         Some(t) if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) => {
             return Err(ConfigError::new(
@@ -264,12 +285,17 @@ fn admin_config(args: &Args, listen: SocketAddr) -> Result<Option<AdminConfig>, 
             "'{typed}' is not a loopback address; set --admin-token to serve it there"
         )));
     }
-    if addr == listen && addr.port() != 0 {
+    if let Some(flag) = listeners.flag_of(addr) {
         return Err(bad(format!(
-            "'{typed}' is the proxy's --listen address; pick another port"
+            "'{typed}' is the proxy's {flag} address; pick another port"
         )));
     }
-    Ok(Some(AdminConfig { addr, token }))
+    Ok(Some(AdminConfig {
+        addr,
+        token,
+        // `listeners` refused it without a certificate pair.
+        tls: args.admin_tls,
+    }))
 }
 
 /// The health and failure flags: `--health-*`, `--rise`, `--fall`, `--max-fails`,
@@ -344,7 +370,7 @@ mod tests {
     #[test]
     fn defaults_are_the_blogs_setup() {
         let c = Config::from_args(&[]).unwrap();
-        assert_eq!(c.listen, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(c.listen, ["127.0.0.1:8000".parse().unwrap()]);
         let addrs: Vec<String> = c.backends.iter().map(|b| b.addr.to_string()).collect();
         assert_eq!(addrs, DEFAULT_BACKENDS);
         assert!(c.default_backends);

@@ -1,7 +1,9 @@
 //! The config file: `--config FILE`, in TOML, read into the very flags the command line
 //! takes. Each top-level key is a flag in snake_case (`connect_timeout = "3s"` means
-//! `--connect-timeout 3s`), each `[[backend]]` table one `--backend`; a flag typed on the
-//! command line wins over the file's key. The file's flags then go through `cli.rs` and
+//! `--connect-timeout 3s`), each `[[backend]]` table one `--backend`; a flag that may be
+//! repeated takes an array or a single value (`tls_listen = ["0.0.0.0:443", "[::]:443"]`,
+//! `listen = "127.0.0.1:8000"`). A flag typed on the command line wins over the file's
+//! key (a repeated one: the typed values replace the file's). The file's flags then go through `cli.rs` and
 //! `config.rs` like typed ones, so a value means the same in both places and is checked
 //! by the same code. What this file adds is where a problem is: every problem found is
 //! reported with its line, as `FILE:LINE: what`.
@@ -24,21 +26,22 @@ use crate::cli::{self, Args};
 use crate::config::{Config, ConfigError, Weight};
 
 /// Declares the file's top-level keys, one line per flag: `key: Value` for a flag that
-/// takes a value, `key: Switch` for one that is on or off. Adding a flag to `cli.rs`
-/// means adding its line here; a unit test fails until that is done.
+/// takes a value, `key: List` for one that may be repeated, `key: Switch` for one that
+/// is on or off. Adding a flag to `cli.rs` means adding its line here; a unit test fails
+/// until that is done.
 macro_rules! keys {
     ($($key:ident: $kind:ident),* $(,)?) => {
         /// The file as read: every key optional, each value with its place in the file.
         #[derive(Deserialize, Default)]
         #[serde(deny_unknown_fields)]
         struct File {
-            $($key: Option<Spanned<Scalar>>,)*
+            $($key: Option<Spanned<Written>>,)*
             backend: Option<Vec<BackendTable>>,
         }
 
         impl File {
             /// The keys the file gives (`backend` aside): name, kind, value.
-            fn flags(&self) -> Vec<(&'static str, Kind, &Spanned<Scalar>)> {
+            fn flags(&self) -> Vec<(&'static str, Kind, &Spanned<Written>)> {
                 let mut flags = Vec::new();
                 $(if let Some(value) = &self.$key {
                     flags.push((stringify!($key), Kind::$kind, value));
@@ -54,7 +57,11 @@ macro_rules! keys {
 }
 
 keys! {
-    listen: Value,
+    listen: List,
+    tls_listen: List,
+    tls_cert: List,
+    tls_key: List,
+    https_redirect: Switch,
     backend_ca: Value,
     backend_cert: Value,
     backend_key: Value,
@@ -75,6 +82,7 @@ keys! {
     log: Value,
     admin: Value,
     admin_token: Value,
+    admin_tls: Switch,
     trace_header: Switch,
     health_path: Value,
     health_interval: Value,
@@ -101,6 +109,8 @@ const NOT_KEYS: &[&str] = &["help", "config", "check", "backend"];
 enum Kind {
     /// `key = "text"` or `key = 12`: `--key text`.
     Value,
+    /// `key = ["a", "b"]`: `--key a --key b`; one value alone, `key = "a"`, is `--key a`.
+    List,
     /// `key = true`: `--key`; `false`: left out.
     Switch,
 }
@@ -149,33 +159,81 @@ impl fmt::Display for Scalar {
     }
 }
 
+/// A key's value as written: one value, or an array of them for a flag that may be
+/// repeated.
+#[derive(Debug)]
+enum Written {
+    One(Scalar),
+    Many(Vec<Spanned<Scalar>>),
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, a number or true/false")
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Text(s.to_owned()))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Integer(n))
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Scalar, E> {
+        i64::try_from(n)
+            .map(Scalar::Integer)
+            .map_err(|_| E::custom(format!("{n} is too large")))
+    }
+    fn visit_f64<E>(self, x: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Float(x))
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(b))
+    }
+}
+
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
-        struct ScalarVisitor;
-        impl Visitor<'_> for ScalarVisitor {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string, a number or true/false")
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Scalar, E> {
-                Ok(Scalar::Text(s.to_owned()))
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<Scalar, E> {
-                Ok(Scalar::Integer(n))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Scalar, E> {
-                i64::try_from(n)
-                    .map(Scalar::Integer)
-                    .map_err(|_| E::custom(format!("{n} is too large")))
-            }
-            fn visit_f64<E>(self, x: f64) -> Result<Scalar, E> {
-                Ok(Scalar::Float(x))
-            }
-            fn visit_bool<E>(self, b: bool) -> Result<Scalar, E> {
-                Ok(Scalar::Bool(b))
-            }
-        }
         d.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// What a value may be, or an array of such values, each with its place.
+struct WrittenVisitor;
+
+impl<'de> Visitor<'de> for WrittenVisitor {
+    type Value = Written;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, a number, true/false or an array of strings")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Written, E> {
+        ScalarVisitor.visit_str(s).map(Written::One)
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Written, E> {
+        ScalarVisitor.visit_i64(n).map(Written::One)
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Written, E> {
+        ScalarVisitor.visit_u64(n).map(Written::One)
+    }
+    fn visit_f64<E: de::Error>(self, x: f64) -> Result<Written, E> {
+        ScalarVisitor.visit_f64(x).map(Written::One)
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Written, E> {
+        ScalarVisitor.visit_bool(b).map(Written::One)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Written, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Written::Many(items))
+    }
+}
+
+impl<'de> Deserialize<'de> for Written {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Written, D::Error> {
+        d.deserialize_any(WrittenVisitor)
     }
 }
 
@@ -294,17 +352,40 @@ fn load(name: &str, text: &str, cli: &[String]) -> Result<Config, Vec<String>> {
         }
         let line = problems.line(value.span());
         let args = match (kind, value.get_ref()) {
-            (Kind::Switch, Scalar::Bool(true)) => vec![flag.clone()],
-            (Kind::Switch, Scalar::Bool(false)) => continue,
-            (Kind::Switch, other) => {
+            (Kind::Switch, Written::One(Scalar::Bool(true))) => vec![flag.clone()],
+            (Kind::Switch, Written::One(Scalar::Bool(false))) => continue,
+            (Kind::Switch, Written::One(other)) => {
                 problems.at(line, format!("{key}: '{other}' is not true or false"));
                 continue;
             }
-            (Kind::Value, Scalar::Bool(b)) => {
+            (Kind::Switch, Written::Many(_)) => {
+                problems.at(line, format!("{key}: takes true or false, not an array"));
+                continue;
+            }
+            (Kind::Value, Written::Many(_)) => {
+                problems.at(line, format!("{key}: takes one value, not an array"));
+                continue;
+            }
+            (Kind::Value | Kind::List, Written::One(Scalar::Bool(b))) => {
                 problems.at(line, format!("{key}: takes a value, not {b}"));
                 continue;
             }
-            (Kind::Value, other) => vec![flag.clone(), other.to_string()],
+            (Kind::Value | Kind::List, Written::One(other)) => {
+                vec![flag.clone(), other.to_string()]
+            }
+            (Kind::List, Written::Many(items)) => {
+                let mut args = Vec::new();
+                for item in items {
+                    match item.get_ref() {
+                        Scalar::Bool(b) => {
+                            let line = problems.line(item.span());
+                            problems.at(line, format!("{key}: takes values, not {b}"));
+                        }
+                        other => args.extend([flag.clone(), other.to_string()]),
+                    }
+                }
+                args
+            }
         };
         from_file.push(FileFlag {
             flag,
@@ -345,6 +426,7 @@ fn load(name: &str, text: &str, cli: &[String]) -> Result<Config, Vec<String>> {
     // Validate everything together, as typed flags are; when the problem is a value
     // from the file, note it with its line, leave it out and look again, so that every
     // problem is listed. A problem with a typed flag ends the search.
+    let mut left_out: Vec<String> = Vec::new();
     loop {
         let mut args: Vec<&str> = from_file
             .iter()
@@ -366,6 +448,15 @@ fn load(name: &str, text: &str, cli: &[String]) -> Result<Config, Vec<String>> {
             Some(i) => {
                 let f = from_file.remove(i);
                 problems.at(f.line, as_key(&err, f.key));
+                left_out.push(f.flag);
+            }
+            // The key at fault is already listed; this is only what leaving it out
+            // brought about (one --tls-key fewer than --tls-cert, say).
+            None if err
+                .flag()
+                .is_some_and(|flag| left_out.iter().any(|f| f == flag)) =>
+            {
+                return Err(problems.in_order());
             }
             None => {
                 problems.list.push((0, err.to_string()));
@@ -476,7 +567,7 @@ weight = 3
 address = "http://127.0.0.1:9002"
 "#;
         let c = load_str(text, &[]).unwrap();
-        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.listen, ["127.0.0.1:9000".parse().unwrap()]);
         assert_eq!(c.strategy.name(), "least-conn");
         assert_eq!(c.workers.get(), 7);
         assert_eq!(c.connect_timeout, Duration::from_millis(250));
@@ -566,6 +657,80 @@ address = "127.0.0.1:9002,weight=2"
             problems
                 .iter()
                 .any(|p| p.starts_with("rh.toml:2: unknown key `adress`")),
+            "{problems:?}"
+        );
+    }
+
+    fn addrs(list: &[std::net::SocketAddr]) -> Vec<String> {
+        list.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn a_repeatable_key_takes_an_array_or_one_value_and_typed_flags_replace_it() {
+        let two = "listen = [\"127.0.0.1:9000\", \"127.0.0.1:9001\"]\n";
+        let c = load_str(two, &[]).unwrap();
+        assert_eq!(addrs(&c.listen), ["127.0.0.1:9000", "127.0.0.1:9001"]);
+        let c = load_str(two, &["--listen", "127.0.0.1:9005"]).unwrap();
+        assert_eq!(addrs(&c.listen), ["127.0.0.1:9005"]);
+        let c = load_str("listen = \"127.0.0.1:9000\"\nhttps_redirect = true\n", &[]).unwrap();
+        assert_eq!(addrs(&c.listen), ["127.0.0.1:9000"]);
+        assert!(c.https_redirect);
+        let c = load_str("listen = []\n", &[]).unwrap();
+        assert_eq!(addrs(&c.listen), ["127.0.0.1:8000"]);
+    }
+
+    #[test]
+    fn a_problem_in_an_array_is_on_its_line() {
+        let text = "workers = [1, 2]\nlisten = [\n  \"127.0.0.1:9000\",\n  true,\n]\n\
+                    admin_tls = [true]\n";
+        let problems = load_str(text, &[]).unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "rh.toml:1: workers: takes one value, not an array",
+                "rh.toml:4: listen: takes values, not true",
+                "rh.toml:6: admin_tls: takes true or false, not an array",
+            ]
+        );
+        // A value the flag refuses is on the line of its key: the flag's message names it.
+        let text = "workers = 2\nlisten = [\n  \"127.0.0.1:9000\",\n  \"nohost\",\n]\n";
+        let problems = load_str(text, &[]).unwrap_err();
+        assert_eq!(problems, ["rh.toml:2: listen: 'nohost' is not host:port"]);
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn the_tls_keys_are_the_tls_flags() {
+        use crate::config::test_pairs;
+        let dir = tempfile::tempdir().unwrap();
+        let a = test_pairs::write(dir.path(), "a", None);
+        let b = test_pairs::write(dir.path(), "b", None);
+        let text = format!(
+            "listen = \"127.0.0.1:9080\"\ntls_listen = [\"127.0.0.1:9443\", \"127.0.0.1:9444\"]\n\
+             tls_cert = ['{}', '{}']\ntls_key = ['{}', '{}']\nhttps_redirect = true\n\
+             admin = \"127.0.0.1:9090\"\nadmin_tls = true\n",
+            a.cert.display(),
+            b.cert.display(),
+            a.key.display(),
+            b.key.display(),
+        );
+        let c = load_str(&text, &[]).unwrap();
+        assert_eq!(addrs(&c.listen), ["127.0.0.1:9080"]);
+        assert_eq!(addrs(&c.tls_listen), ["127.0.0.1:9443", "127.0.0.1:9444"]);
+        assert_eq!(c.listener_tls.pairs, [a.clone(), b]);
+        assert!(c.https_redirect && c.admin.unwrap().tls);
+
+        // One key short: said once, on the line of the keys.
+        let text = format!(
+            "tls_listen = \"127.0.0.1:9443\"\ntls_cert = ['{}', '{}']\ntls_key = '{}'\n",
+            a.cert.display(),
+            a.cert.display(),
+            a.key.display(),
+        );
+        let problems = load_str(&text, &[]).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("rh.toml:3: tls_key: 2 --tls-cert but 1 --tls-key given"),
             "{problems:?}"
         );
     }

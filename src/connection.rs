@@ -17,6 +17,7 @@ use crate::http1::{Gather, Gathered, HeadProgress, RequestHead};
 use crate::outbox;
 use crate::pool::Backlog;
 use crate::proxy::{self, Body, Next, Proxy, Scratch};
+use crate::redirect::Redirect;
 use crate::refuse::{self, Refusal, Tally};
 use crate::shutdown::Shutdown;
 use crate::waiting_room::WaitingRoom;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub request_buffering: bool,
     /// `--max-body`, which a gathered body is held to.
     pub max_body: Option<u64>,
+    /// `--https-redirect`: where requests on plain listeners are sent instead.
+    pub redirect: Option<Redirect>,
 }
 
 /// Serves requests on one connection while they keep coming, then parks it or closes it.
@@ -61,6 +64,14 @@ pub fn serve(
     // forwarded.
     if client.conn.peer_gone() {
         return;
+    }
+    // A TLS flight arrived: its crypto is a worker's work, the next flight the room's wait.
+    #[cfg(feature = "tls")]
+    if client.conn.handshaking() {
+        match handshake(shared, backlog, scratch, client) {
+            Some(established) => client = established,
+            None => return,
+        }
     }
     loop {
         let started = Instant::now();
@@ -92,10 +103,9 @@ pub fn serve(
                         extra: &[],
                         keep_alive: false,
                     };
-                    let stream = client.conn.stream_mut();
                     refuse::answer(
                         &shared.tally,
-                        stream,
+                        &mut client.conn,
                         &mut scratch.out,
                         refusal,
                         &mut entry,
@@ -106,15 +116,39 @@ pub fn serve(
                 }
             },
         };
-        let (next, unsent) = proxy::handle(
-            &shared.proxy,
-            &mut client.conn,
-            head,
-            body,
-            scratch,
-            started,
-            queue_wait,
-        );
+        let (next, unsent) = match (&shared.redirect, &body) {
+            // A body that failed is answered as the error it is.
+            (Some(redirect), Body::Streamed | Body::Buffered(_)) if !client.conn.is_tls() => {
+                // A body not gathered is unread: the connection cannot go on.
+                let read = matches!(body, Body::Buffered(_)) || !head.framing.has_body();
+                let entry = Entry::unread(client.conn.peer(), started, queue_wait);
+                let keep_alive = redirect.answer(
+                    &shared.tally,
+                    &mut client.conn,
+                    &head,
+                    read && !shared.shutdown.is_stopping(),
+                    &mut scratch.out,
+                    entry,
+                );
+                (
+                    if keep_alive {
+                        Next::KeepAlive
+                    } else {
+                        Next::Close
+                    },
+                    None,
+                )
+            }
+            _ => proxy::handle(
+                &shared.proxy,
+                &mut client.conn,
+                head,
+                body,
+                scratch,
+                started,
+                queue_wait,
+            ),
+        };
         // Also when the shutdown began after the answer: close rather than park.
         let closing = next == Next::Close || shared.shutdown.is_stopping();
         if let Some(unsent) = unsent {
@@ -198,6 +232,74 @@ fn body_of(
                 }
             }
         }
+    }
+}
+
+/// Runs a TLS handshake over the client's flight that the event side gathered, and
+/// waits a moment for the client's answer to ours (it usually follows at once), as for
+/// a next request; otherwise the connection goes back to the waiting room until the next
+/// flight, by the handshake's one deadline. Returns the connection once it is
+/// established and its first request head is whole. Plain HTTP on a TLS port gets a
+/// plain 400 (as nginx answers it), logged and counted like every refusal.
+#[cfg(feature = "tls")]
+fn handshake(
+    shared: &Shared,
+    backlog: &Backlog<Client>,
+    scratch: &mut Scratch,
+    mut client: Client,
+) -> Option<Client> {
+    use crate::error::ProxyError;
+    use crate::tls_session::{Failure, Step};
+    loop {
+        match client.conn.handshake() {
+            Step::Done => break,
+            Step::More => {
+                let soon =
+                    backlog.is_empty() && readable_within(client.conn.stream(), NEXT_REQUEST_WAIT);
+                if !soon {
+                    shared.waiting_room.park(client);
+                    return None;
+                }
+                match client.conn.fill_head() {
+                    HeadProgress::Ready => {}
+                    HeadProgress::Waiting { .. } => {
+                        shared.waiting_room.park(client);
+                        return None;
+                    }
+                    HeadProgress::Closed => return None,
+                }
+            }
+            Step::Failed(Failure::NotTls) => {
+                let err = ProxyError::BadRequest("plain HTTP sent to an HTTPS port");
+                let mut entry = Entry::unread(client.conn.peer(), Instant::now(), Duration::ZERO);
+                let refusal = Refusal {
+                    error: &err,
+                    extra: &[],
+                    keep_alive: false,
+                };
+                refuse::answer(
+                    &shared.tally,
+                    &mut client.conn,
+                    &mut scratch.out,
+                    refusal,
+                    &mut entry,
+                    None,
+                );
+                shared.waiting_room.linger(client);
+                return None;
+            }
+            // The session counts why; rustls has said it to the client in an alert.
+            Step::Failed(_) => return None,
+        }
+    }
+    // The client's first request may have come with its last flight.
+    match client.conn.fill_head() {
+        HeadProgress::Ready => Some(client),
+        HeadProgress::Waiting { .. } => {
+            shared.waiting_room.park(client);
+            None
+        }
+        HeadProgress::Closed => None,
     }
 }
 

@@ -45,9 +45,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Prepares a client's request headers for the backend: hop-by-hop fields go, the
-/// client's address is appended to `X-Forwarded-For`, and `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` say what the client asked for. Everything else passes as it is.
-pub fn to_upstream(headers: &mut HeaderMap, client: IpAddr) {
+/// client's address is appended to `X-Forwarded-For`, and `X-Forwarded-Proto` (`https`
+/// for a request that came over `tls`) and `X-Forwarded-Host` say what the client asked
+/// for. Everything else passes as it is.
+pub fn to_upstream(headers: &mut HeaderMap, client: IpAddr, tls: bool) {
     strip_hop_by_hop(headers);
 
     // Several X-Forwarded-For lines are one list (RFC 9110 §5.3): join them, then append.
@@ -63,7 +64,8 @@ pub fn to_upstream(headers: &mut HeaderMap, client: IpAddr) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
 
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     match headers.get(header::HOST).cloned() {
         Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
         None => headers.remove(&X_FORWARDED_HOST),
@@ -147,8 +149,9 @@ mod tests {
             ("X-Forwarded-For", "5.6.7.8"),
             ("X-Forwarded-Proto", "https"),
         ]);
-        to_upstream(&mut h, "127.0.0.1".parse().unwrap());
+        to_upstream(&mut h, "127.0.0.1".parse().unwrap(), false);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 127.0.0.1");
+        // What the client claimed is replaced by what it used.
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "shop.example");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
@@ -160,7 +163,8 @@ mod tests {
             ("Connection", "X-Forwarded-For"),
             ("X-Forwarded-For", "6.6.6.6"),
         ]);
-        to_upstream(&mut h, "::1".parse().unwrap());
+        to_upstream(&mut h, "::1".parse().unwrap(), true);
+        assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-for"], "::1");
         assert!(h.get("x-forwarded-host").is_none());
     }

@@ -59,6 +59,7 @@ pub mod outbox;
 pub mod pem;
 pub mod pool;
 pub mod proxy;
+pub mod redirect;
 pub mod refuse;
 pub mod relay;
 pub mod reload;
@@ -71,9 +72,12 @@ pub mod spill;
 pub mod target;
 #[cfg(feature = "tls")]
 pub mod tls_certs;
+#[cfg(feature = "tls")]
+pub mod tls_session;
 pub mod trace;
 pub mod upstream;
 pub mod waiting_room;
+pub mod wire;
 
 pub use config::Config;
 pub use error::ProxyError;

@@ -6,7 +6,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -66,13 +66,16 @@ fn defer_accept(socket: &Socket) {
     let _ = socket;
 }
 
-/// Counts open client connections. The acceptor waits (parked) while the count is at
-/// the limit; dropping a `Slot` frees one and wakes it.
+/// Counts open client connections, of every listener. Each listener's acceptor waits
+/// (parked) while the count is at the limit; dropping a `Slot` frees one and wakes them.
+/// Each acceptor checks before it accepts, so with several listeners the count may pass
+/// the limit by one per listener.
 pub struct Limit {
     open: AtomicUsize,
     max: usize,
-    /// The thread that waits at the limit: the one in `run`, known once it starts.
-    acceptor: OnceLock<Thread>,
+    /// The threads that wait at the limit: those in `run`, each added as it starts
+    /// (the lock is taken then, and at the limit only).
+    acceptors: Mutex<Vec<Thread>>,
 }
 
 /// One open client connection's place under the limit; held for the connection's life.
@@ -80,22 +83,24 @@ pub struct Slot(Arc<Limit>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // Only the acceptor waits, and only when we were at the limit.
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == self.0.max
-            && let Some(acceptor) = self.0.acceptor.get()
-        {
-            acceptor.unpark();
+        // Only the acceptors wait, and only when we were at the limit.
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == self.0.max {
+            let acceptors = self.0.acceptors.lock().unwrap_or_else(|e| e.into_inner());
+            for acceptor in acceptors.iter() {
+                acceptor.unpark();
+            }
         }
     }
 }
 
 impl Limit {
-    /// A limit of `max` open connections, for one `run`; the admin interface reads it.
+    /// A limit of `max` open connections, for the `run` of every listener; the admin
+    /// interface reads it.
     pub fn new(max: usize) -> Arc<Limit> {
         Arc::new(Limit {
             open: AtomicUsize::new(0),
             max,
-            acceptor: OnceLock::new(),
+            acceptors: Mutex::new(Vec::new()),
         })
     }
 
@@ -112,7 +117,11 @@ pub fn run(
     limit: Arc<Limit>,
     mut on_accept: impl FnMut(TcpStream, SocketAddr, Slot),
 ) {
-    let _ = limit.acceptor.set(thread::current());
+    limit
+        .acceptors
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(thread::current());
     let max = limit.max;
     let mut last_complaint: Option<Instant> = None;
     loop {

@@ -3,6 +3,7 @@
 //! (naming the flag, or the file and line) and exits 2; `--check` stops after the
 //! validation, with exit 0 when there was no problem.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use roundhouse::config_file::Source;
@@ -49,6 +50,9 @@ fn main() -> ExitCode {
             }
         })
         .collect();
+    for warning in config.listener_tls.warnings() {
+        eprintln!("roundhouse: warning: {warning}");
+    }
     if config.backend_tls.insecure {
         eprintln!(
             "roundhouse: warning: --backend-insecure: the certificates of https backends are \
@@ -62,7 +66,7 @@ fn main() -> ExitCode {
         };
         println!(
             "roundhouse: {what}: the configuration is valid: listen {}, {} over {}",
-            config.listen,
+            listeners(&config.listen, &config.tls_listen),
             config.strategy.name(),
             backends.join(", ")
         );
@@ -73,13 +77,17 @@ fn main() -> ExitCode {
     let running = match roundhouse::start(config.clone()) {
         Ok(running) => running,
         Err(err) => {
-            eprintln!("roundhouse: cannot listen on {}: {err}", config.listen);
+            eprintln!(
+                "roundhouse: cannot listen on {}: {err}",
+                listeners(&config.listen, &config.tls_listen)
+            );
             return ExitCode::from(2);
         }
     };
+    // Each listener with the port it got (port 0 picks one).
     println!(
-        "roundhouse listening on http://{}, {} over {}{}",
-        running.local_addr(),
+        "roundhouse listening on {}, {} over {}{}",
+        listeners(&running.plain_addrs(), &running.tls_addrs()),
         config.strategy.name(),
         backends.join(", "),
         if config.default_backends {
@@ -89,13 +97,29 @@ fn main() -> ExitCode {
         },
     );
     if let Some(admin) = running.admin_addr() {
-        println!("admin interface on http://{admin}/ (metrics at /metrics)");
+        let tls = config.admin.as_ref().is_some_and(|a| a.tls);
+        let scheme = if tls { "https" } else { "http" };
+        println!("admin interface on {scheme}://{admin}/ (metrics at /metrics)");
     }
-    if let Err(err) = caught.and_then(|c| c.handle(source, running.control(), running.shutdown())) {
+    if let Err(err) = caught.and_then(|c| {
+        c.handle(
+            source,
+            running.control(),
+            running.certificates(),
+            running.shutdown(),
+        )
+    }) {
         // Caught signals nobody handles would leave only SIGKILL to stop us.
         eprintln!("roundhouse: cannot watch signals: {err}");
         return ExitCode::from(2);
     }
     running.wait();
     ExitCode::SUCCESS
+}
+
+/// Every listener as a URL base, comma separated: `http://ADDR` plain, `https://ADDR` TLS.
+fn listeners(plain: &[SocketAddr], tls: &[SocketAddr]) -> String {
+    let plain = plain.iter().map(|addr| format!("http://{addr}"));
+    let tls = tls.iter().map(|addr| format!("https://{addr}"));
+    plain.chain(tls).collect::<Vec<_>>().join(", ")
 }

@@ -129,6 +129,48 @@ impl Stats {
     }
 }
 
+/// The `reason` label values of `roundhouse_tls_handshake_failures_total`, in the
+/// order of `tls_session::Failure`.
+pub const HANDSHAKE_FAILURES: [&str; 6] = [
+    "protocol",
+    "certificate",
+    "timeout",
+    "not_tls",
+    "closed",
+    "other",
+];
+
+/// The TLS listeners' handshakes: those completed and those that failed, by reason.
+/// Written by `tls_session::Session` alone (when a handshake completes, and when a
+/// session whose handshake never completed ends), so every TLS connection counts once.
+#[derive(Debug, Default)]
+pub struct Handshakes {
+    done: AtomicU64,
+    /// Indexed like `HANDSHAKE_FAILURES`.
+    failed: [AtomicU64; 6],
+}
+
+impl Handshakes {
+    pub fn record_done(&self) {
+        // Relaxed: a counter read on its own, ordered with nothing else.
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `reason` indexes `HANDSHAKE_FAILURES`.
+    pub fn record_failure(&self, reason: usize) {
+        self.failed[reason].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Failures by reason, indexed like `HANDSHAKE_FAILURES`.
+    pub fn failed(&self) -> [u64; 6] {
+        std::array::from_fn(|i| self.failed[i].load(Ordering::Relaxed))
+    }
+}
+
 /// One metric family's name, type and help text, as the exposition format wants them.
 pub struct Family {
     pub name: &'static str,
@@ -164,6 +206,16 @@ pub const EJECTIONS: Family = family(
     "roundhouse_ejections_total",
     "counter",
     "Times a backend was taken out of rotation after failing.",
+);
+pub const TLS_HANDSHAKES: Family = family(
+    "roundhouse_tls_handshakes_total",
+    "counter",
+    "TLS handshakes completed on the TLS listeners.",
+);
+pub const TLS_HANDSHAKE_FAILURES: Family = family(
+    "roundhouse_tls_handshake_failures_total",
+    "counter",
+    "TLS handshakes that failed, by reason: protocol (no shared version, cipher or ALPN protocol), certificate (the client refused ours), timeout, not_tls (plain HTTP), closed (the client left), other.",
 );
 pub const BACKEND_UP: Family = family(
     "roundhouse_backend_up",

@@ -12,6 +12,10 @@
 //! both cases the worker waits for the client, as far as the socket's write timeout
 //! (`--client-timeout`) lets it. That is the one way a slow reader still holds a
 //! worker: a backend that sends more than that, faster than its client reads.
+//!
+//! On a TLS connection every write is sealed first (`Wire::seal`), and what follows
+//! handles the sealed bytes exactly as a plain answer's: what is kept, and written out
+//! later by the waiting room, is already what goes on the wire.
 
 use std::io::{self, IoSlice, Write};
 use std::net::TcpStream;
@@ -19,6 +23,7 @@ use std::net::TcpStream;
 use rustix::net::{SendAncillaryBuffer, SendFlags, send, sendmsg};
 
 use crate::spill::Spill;
+use crate::wire::Wire;
 
 /// The most one answer keeps for its client (what nginx keeps by default, its
 /// `proxy_max_temp_file_size`). Past it, the worker waits for the client to take some.
@@ -40,6 +45,9 @@ pub enum Pace {
 #[derive(Debug)]
 pub struct Outbox<'s> {
     stream: &'s TcpStream,
+    wire: &'s mut Wire,
+    /// Where a TLS connection's writes are sealed (kept between writes, not shrunk).
+    sealed: Vec<u8>,
     /// What the client has not taken yet, in order; made at the first send that the
     /// socket does not take whole.
     unsent: Option<Spill>,
@@ -52,9 +60,11 @@ pub struct Outbox<'s> {
 }
 
 impl<'s> Outbox<'s> {
-    pub fn new(stream: &'s TcpStream) -> Outbox<'s> {
+    pub fn new(stream: &'s TcpStream, wire: &'s mut Wire) -> Outbox<'s> {
         Outbox {
             stream,
+            wire,
+            sealed: Vec::new(),
             unsent: None,
             waits: false,
             limit: MAX_UNSENT,
@@ -117,6 +127,27 @@ impl Write for Outbox<'_> {
         if total == 0 {
             return Ok(0);
         }
+        let mut sealed = std::mem::take(&mut self.sealed);
+        sealed.clear();
+        let written = if self.wire.seal(bufs, &mut sealed)? {
+            self.send_or_keep(&[IoSlice::new(&sealed)])
+        } else {
+            self.send_or_keep(bufs)
+        };
+        self.sealed = sealed;
+        written.map(|()| total)
+    }
+
+    /// Sends what the socket takes of what is kept, without waiting.
+    fn flush(&mut self) -> io::Result<()> {
+        self.catch_up()
+    }
+}
+
+impl Outbox<'_> {
+    /// Sends wire bytes (sealed already, on a TLS connection) behind what is kept, or
+    /// keeps them.
+    fn send_or_keep(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
         if self.behind() {
             self.catch_up()?;
         }
@@ -130,12 +161,7 @@ impl Write for Outbox<'_> {
             sent -= skip;
             self.keep(&buf[skip..])?;
         }
-        Ok(total)
-    }
-
-    /// Sends what the socket takes of what is kept, without waiting.
-    fn flush(&mut self) -> io::Result<()> {
-        self.catch_up()
+        Ok(())
     }
 }
 
@@ -242,7 +268,8 @@ mod tests {
     #[test]
     fn a_client_that_keeps_up_gets_everything_and_nothing_is_kept() {
         let (mut client, server) = pair();
-        let mut outbox = Outbox::new(&server);
+        let mut wire = Wire::Plain;
+        let mut outbox = Outbox::new(&server, &mut wire);
         outbox.write_all(b"hello ").unwrap();
         let taken = outbox
             .write_vectored(&[IoSlice::new(b"wor"), IoSlice::new(b"ld")])
@@ -258,7 +285,8 @@ mod tests {
     fn what_a_slow_client_cannot_take_is_kept_in_order_and_written_out_later() {
         let (mut client, server) = pair();
         let data = pattern(4 << 20);
-        let mut outbox = Outbox::new(&server);
+        let mut wire = Wire::Plain;
+        let mut outbox = Outbox::new(&server, &mut wire);
         // Never waits, though nobody reads: the socket takes some, the rest is kept.
         for piece in data.chunks(10_000) {
             outbox.write_all(piece).unwrap();
@@ -288,7 +316,8 @@ mod tests {
             }
             assert!(seen == expected, "the answer came out of order");
         });
-        let mut outbox = Outbox::new(&server);
+        let mut wire = Wire::Plain;
+        let mut outbox = Outbox::new(&server, &mut wire);
         outbox.limit = 100_000;
         for piece in data.chunks(16 * 1024) {
             outbox.write_all(piece).unwrap();
@@ -305,7 +334,8 @@ mod tests {
     fn a_client_that_is_gone_is_an_error_not_a_signal() {
         let (client, server) = pair();
         drop(client);
-        let mut outbox = Outbox::new(&server);
+        let mut wire = Wire::Plain;
+        let mut outbox = Outbox::new(&server, &mut wire);
         let failed = (0..100).any(|_| outbox.write_all(&[0; 1024]).is_err());
         assert!(failed, "writing to a closed peer never failed");
     }

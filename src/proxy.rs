@@ -143,7 +143,7 @@ pub fn handle(
     started: Instant,
     queue_wait: Duration,
 ) -> (Next, Option<Spill>) {
-    let mut request = prepare(proxy, conn.peer(), head, started, queue_wait);
+    let mut request = prepare(proxy, conn, head, started, queue_wait);
     // Held until the request ends: the backends it was counted against stay alive even
     // if a reload swaps them out meanwhile.
     let balancer = proxy.balancer.load();
@@ -168,7 +168,7 @@ pub fn handle(
         // is read whole.
         Ok((reply, _in_flight)) => {
             let relayed = relay(
-                conn.stream(),
+                conn,
                 &mut scratch.out,
                 &mut scratch.copy,
                 reply,
@@ -213,13 +213,18 @@ struct Request {
     user_agent: Option<HeaderValue>,
     /// `X-Request-Id`, when ids are on (request_id.rs).
     request_id: Option<HeaderValue>,
+    /// The request came over TLS: the backend hears `X-Forwarded-Proto: https`.
+    tls: bool,
+    /// The TLS version and the client's SNI, for the json log line only.
+    tls_version: Option<&'static str>,
+    sni: Option<Box<str>>,
 }
 
 /// What the request says, before any backend hears of it: keeps the fields its log line
 /// will need and gives it its id.
 fn prepare(
     proxy: &Proxy,
-    peer: SocketAddr,
+    conn: &ClientConn,
     mut head: RequestHead,
     started: Instant,
     queue_wait: Duration,
@@ -235,9 +240,14 @@ fn prepare(
     let request_id = proxy
         .request_ids
         .then(|| request_id::take_or_make(&mut head.headers));
+    let tls = conn.tls_info();
+    let logged = proxy.tally.wants_client_fields();
     Request {
         head,
-        peer,
+        peer: conn.peer(),
+        tls: conn.is_tls(),
+        tls_version: tls.version,
+        sni: tls.server_name.filter(|_| logged).map(Box::from),
         started,
         queue_wait,
         referer,
@@ -283,6 +293,8 @@ impl Request {
             queue_wait: self.queue_wait,
             upstream: attempts.upstream,
             retries: attempts.retries,
+            tls: self.tls_version,
+            sni: self.sni.as_deref(),
         }
     }
 }
@@ -309,6 +321,7 @@ fn send<'p>(
         head,
         peer,
         started,
+        tls,
         ..
     } = request;
     // Until the body is read, the connection is not at a request boundary.
@@ -329,7 +342,7 @@ fn send<'p>(
         headers: &head.headers,
     });
     attempts.candidates(balancer, &candidates);
-    headers::to_upstream(&mut head.headers, peer.ip());
+    headers::to_upstream(&mut head.headers, peer.ip(), *tls);
     let outgoing = |framing| Outgoing {
         method: &head.method,
         target: path,
@@ -517,12 +530,5 @@ fn answer_error(
         keep_alive,
     };
     let mut entry = request.entry(attempts);
-    refuse::answer(
-        &proxy.tally,
-        conn.stream_mut(),
-        out,
-        refusal,
-        &mut entry,
-        attempts.last,
-    )
+    refuse::answer(&proxy.tally, conn, out, refusal, &mut entry, attempts.last)
 }

@@ -7,13 +7,12 @@
 //! `Tally` is where every finished request is written down, refused or relayed: its
 //! access-log line (`access_log.rs`) and its counters (`metrics.rs`).
 
-use std::net::TcpStream;
 use std::sync::Arc;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::balancer::Backend;
 use crate::error::ProxyError;
-use crate::http1::write_error;
+use crate::http1::{ClientConn, write_error};
 use crate::metrics::Stats;
 
 /// The access log and the counters of requests that no backend was tried for. Cloned
@@ -68,7 +67,7 @@ pub struct Refusal<'a> {
 /// socket buffer is cut short, not waited for.
 pub fn answer(
     tally: &Tally,
-    stream: &mut TcpStream,
+    conn: &mut ClientConn,
     out: &mut Vec<u8>,
     refusal: Refusal<'_>,
     entry: &mut Entry<'_>,
@@ -79,7 +78,7 @@ pub fn answer(
         Some(status) => {
             entry.status = status;
             let text = err.client_text();
-            write_error(stream, out, status, text, refusal.extra, refusal.keep_alive).is_ok()
+            write_error(conn, out, status, text, refusal.extra, refusal.keep_alive).is_ok()
         }
         None => false,
     };

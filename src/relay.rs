@@ -10,14 +10,12 @@
 //! the waiting room to write out.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 
 use http::header::{self, HeaderMap};
 
 use crate::error::ProxyError;
 use crate::headers;
-use crate::http1::{ResponseBody, ResponseHead, Version, write_head};
-use crate::outbox::Outbox;
+use crate::http1::{ClientConn, ResponseBody, ResponseHead, Version, write_head};
 use crate::spill::Spill;
 use crate::upstream::Reply;
 
@@ -52,7 +50,7 @@ pub struct Relayed {
 /// `copy`. `add_headers` adds our own fields (request id, trace) after the header policy.
 /// Never waits for the client, except past `outbox::MAX_UNSENT` (see outbox.rs).
 pub fn relay(
-    stream: &TcpStream,
+    conn: &mut ClientConn,
     out: &mut Vec<u8>,
     copy: &mut [u8],
     mut reply: Reply,
@@ -77,7 +75,7 @@ pub fn relay(
         (false, None) => (ResponseBody::Unknown, None),
     };
 
-    let mut outbox = Outbox::new(stream);
+    let mut outbox = conn.outbox();
     let mut writer = write_head(
         &mut outbox,
         out,

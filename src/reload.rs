@@ -29,7 +29,8 @@ pub struct Control {
 struct Inner {
     balancer: Arc<ArcSwap<Balancer>>,
     /// What the running balancer was built from: the backends and strategy as last
-    /// applied (weights as last set), everything else as at startup.
+    /// applied (weights as last set), the listeners' certificate pairs as last read,
+    /// everything else as at startup.
     running: Mutex<Config>,
 }
 
@@ -73,7 +74,8 @@ impl Control {
         self.running().clone()
     }
 
-    /// Switches to the backends and strategy of `new` (a reloaded config file). Drains,
+    /// Switches to the backends and strategy of `new` (a reloaded config file) and takes
+    /// its certificate pairs, which the TLS listeners read again on SIGHUP. Drains,
     /// disables and weights set at runtime are undone: the file says what runs. Other
     /// settings that differ are listed in `need_restart` and left as they are.
     pub fn apply(&self, new: &Config) -> Applied {
@@ -107,6 +109,7 @@ impl Control {
         running.backends = new.backends.clone();
         running.default_backends = new.default_backends;
         running.strategy = new.strategy.clone();
+        running.listener_tls = new.listener_tls.clone();
         // The TLS files are read again with every load; the same flags name the same
         // files, so an https backend added now gets them (even the first one, for which
         // the running config had not loaded them).
@@ -174,7 +177,11 @@ fn build(config: &Config, previous: &[Backend]) -> Balancer {
 fn need_restart(running: &Config, new: &Config) -> Vec<String> {
     let Config {
         listen,
-        // What a reload applies...
+        tls_listen,
+        https_redirect,
+        // What a reload applies: the listeners' certificates are read again on every
+        // SIGHUP (signals.rs), so new paths are taken too...
+        listener_tls: _,
         backends: _,
         default_backends: _,
         strategy: _,
@@ -202,6 +209,8 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
     } = new;
     let differs = [
         ("listen", *listen != running.listen),
+        ("tls_listen", *tls_listen != running.tls_listen),
+        ("https_redirect", *https_redirect != running.https_redirect),
         ("backend_tls", *backend_tls != running.backend_tls),
         ("workers", *workers != running.workers),
         ("queue", *queue != running.queue),
@@ -271,6 +280,55 @@ mod tests {
         let https = config(&["--backend", "https://localhost:9002"]);
         assert!(control.apply(&https).need_restart.is_empty());
         assert!(control.config().tls.loaded());
+    }
+
+    #[test]
+    fn the_listeners_and_the_redirect_need_a_restart() {
+        let running = config(&["--backend", "127.0.0.1:9001"]);
+        let more = config(&[
+            "--backend",
+            "127.0.0.1:9001",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:1",
+        ]);
+        assert_eq!(need_restart(&running, &more), ["listen"]);
+        let redirect = config(&["--backend", "127.0.0.1:9001", "--https-redirect"]);
+        assert_eq!(need_restart(&running, &redirect), ["https_redirect"]);
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_listeners_and_admin_tls_need_a_restart_and_new_certificates_do_not() {
+        use crate::config::test_pairs;
+        let dir = tempfile::tempdir().unwrap();
+        let a = test_pairs::write(dir.path(), "a", None);
+        let b = test_pairs::write(dir.path(), "b", None);
+        let tls = |pair: &crate::config::CertPair, extra: &[&str]| {
+            let (cert, key) = (
+                pair.cert.display().to_string(),
+                pair.key.display().to_string(),
+            );
+            let mut args = vec!["--backend", "127.0.0.1:9001", "--admin", "127.0.0.1:9090"];
+            args.extend(["--tls-cert", &cert, "--tls-key", &key]);
+            args.extend_from_slice(extra);
+            config(&args)
+        };
+        let on_9443 = ["--tls-listen", "127.0.0.1:9443"];
+        let control = Control::new(tls(&a, &on_9443));
+        let applied = control.apply(&tls(&b, &on_9443));
+        assert_eq!(applied.need_restart, Vec::<String>::new());
+        assert_eq!(
+            control.config().listener_tls.pairs,
+            std::slice::from_ref(&b)
+        );
+
+        let running = control.config();
+        let moved = tls(&b, &["--tls-listen", "127.0.0.1:9444"]);
+        assert_eq!(need_restart(&running, &moved), ["tls_listen"]);
+        let admin_tls = tls(&b, &["--tls-listen", "127.0.0.1:9443", "--admin-tls"]);
+        assert_eq!(need_restart(&running, &admin_tls), ["admin"]);
     }
 
     #[test]

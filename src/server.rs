@@ -1,6 +1,8 @@
-//! Wires the balancer together: the listener, the queue, the workers, the waiting room
-//! and the backends. `start` returns once the port is bound and every thread runs;
-//! `Running::wait` winds it all down at shutdown (see shutdown.rs).
+//! Wires the balancer together: the listeners, the queue, the workers, the waiting room
+//! and the backends. `start` returns once every port is bound and every thread runs;
+//! `Running::wait` winds it all down at shutdown (see shutdown.rs). Each listener (plain
+//! `--listen`, or TLS `--tls-listen` with the certificates of `tls_certs.rs`) has an
+//! acceptor thread of its own; they share everything else.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -14,20 +16,22 @@ use socket2::SockRef;
 use crate::access_log::AccessLog;
 use crate::admin;
 use crate::client::{self, Client};
-use crate::config::Config;
+use crate::config::{CertPair, Config};
 use crate::connection::{self, Shared};
 use crate::error::ProxyError;
 use crate::health::{self, Health};
 use crate::http1::HeadProgress;
 use crate::listener::{self, Limit};
-use crate::metrics::Stats;
+use crate::metrics::{Handshakes, Stats};
 use crate::pool::{Pool, Sizes};
 use crate::proxy::{Proxy, Scratch};
+use crate::redirect::Redirect;
 use crate::refuse::Tally;
 use crate::reload::Control;
 use crate::shutdown::Shutdown;
 use crate::spill;
 use crate::waiting_room::{Timeouts, WaitingRoom};
+use crate::wire::Accepting;
 
 /// Worker stacks: a request needs little stack (buffers live on the heap), and 512
 /// threads at the default 2 MiB would reserve a gigabyte of address space.
@@ -38,14 +42,16 @@ const WORKER_IDLE_EXIT: Duration = Duration::from_secs(30);
 
 /// A running balancer.
 pub struct Running {
-    local_addr: SocketAddr,
+    /// The plain listeners' bound addresses, then the TLS listeners'.
+    plain_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     /// Where the admin interface listens (`--admin`), if it does.
     admin_addr: Option<SocketAddr>,
-    acceptor: thread::JoinHandle<()>,
     control: Control,
     shutdown: Arc<Shutdown>,
-    /// A second handle on the listening socket, to shut it at shutdown.
-    listener: TcpListener,
+    /// A second handle on each listening socket, to shut it at shutdown.
+    listeners: Vec<TcpListener>,
+    certificates: Certificates,
     /// Open client connections: shutdown waits for them to close.
     connections: Arc<Limit>,
     waiting_room: WaitingRoom,
@@ -53,17 +59,37 @@ pub struct Running {
 }
 
 impl Running {
-    /// The address actually bound (useful with port 0).
+    /// The first plain listener's bound address (useful with port 0), or the first TLS
+    /// listener's when there is no plain one.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.plain_addrs
+            .first()
+            .or(self.tls_addrs.first())
+            .copied()
+            .expect("a balancer has a listener")
     }
 
-    /// The admin interface's bound address (useful with port 0).
+    /// Every plain listener's bound address.
+    pub fn plain_addrs(&self) -> Vec<SocketAddr> {
+        self.plain_addrs.clone()
+    }
+
+    /// Every TLS listener's bound address.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.tls_addrs.clone()
+    }
+
     /// Client connections open now (accepted and not yet closed).
     pub fn open_connections(&self) -> usize {
         self.connections.open()
     }
 
+    /// What a SIGHUP re-reads besides the config file (signals.rs).
+    pub fn certificates(&self) -> Certificates {
+        self.certificates.clone()
+    }
+
+    /// The admin interface's bound address (useful with port 0).
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
     }
@@ -85,13 +111,14 @@ impl Running {
     /// has passed, whichever comes first.
     pub fn wait(self) {
         self.shutdown.wait_begun();
-        // Wakes the acceptor out of `accept` with EINVAL, and it returns; connection
-        // attempts from now on are refused. The acceptor is not joined: at the
-        // connection limit it waits for a slot, and that must not hold up the exit.
-        if let Err(err) = SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read) {
-            eprintln!("roundhouse: cannot stop listening: {err}");
+        // Wakes each acceptor out of `accept` with EINVAL, and it returns; connection
+        // attempts from now on are refused. The acceptors are not joined: at the
+        // connection limit one waits for a slot, and that must not hold up the exit.
+        for listener in &self.listeners {
+            if let Err(err) = SockRef::from(listener).shutdown(std::net::Shutdown::Read) {
+                eprintln!("roundhouse: cannot stop listening: {err}");
+            }
         }
-        drop(self.acceptor);
         self.waiting_room.close();
         let grace = humantime::format_duration(self.grace);
         eprintln!(
@@ -109,13 +136,32 @@ impl Running {
     }
 }
 
-/// Binds the listening port and starts every thread: the acceptor, the waiting room and
-/// the workers. Returns once requests can be accepted.
+/// Binds every listening port and starts every thread: the acceptors, the waiting room
+/// and the workers. Returns once requests can be accepted.
 pub fn start(config: Config) -> io::Result<Running> {
     let started = Instant::now();
     raise_open_files_limit(&config);
-    let listener = listener::bind(config.listen, config.client_timeout)?;
-    let local_addr = listener.local_addr()?;
+    let handshakes = Arc::new(Handshakes::default());
+    let (certificates, tls) = tls_accepting(&config, &handshakes);
+    let mut listeners = Vec::new();
+    for (addrs, accepting, flag) in [
+        (&config.listen, &Accepting::Plain, "--listen"),
+        (&config.tls_listen, &tls, "--tls-listen"),
+    ] {
+        for &addr in addrs {
+            let listener = listener::bind(addr, config.client_timeout)
+                .map_err(|err| io::Error::new(err.kind(), format!("{flag} {addr}: {err}")))?;
+            listeners.push((listener, accepting.clone()));
+        }
+    }
+    let bound = |tls: bool| -> io::Result<Vec<SocketAddr>> {
+        listeners
+            .iter()
+            .filter(|(_, accepting)| accepting.is_tls() == tls)
+            .map(|(listener, _)| listener.local_addr())
+            .collect()
+    };
+    let (plain_addrs, tls_addrs) = (bound(false)?, bound(true)?);
 
     spill::set_memory_cap(usize::try_from(config.buffer_memory).unwrap_or(usize::MAX));
     let control = Control::new(config.clone());
@@ -144,6 +190,9 @@ pub fn start(config: Config) -> io::Result<Running> {
         waiting_room: waiting_room.clone(),
         request_buffering: config.request_buffering,
         max_body: config.max_body,
+        redirect: config
+            .https_redirect
+            .then(|| Redirect::new(tls_addrs.first().map(SocketAddr::port))),
     });
     if config.health.checks.is_some() {
         let control = control.clone();
@@ -170,7 +219,11 @@ pub fn start(config: Config) -> io::Result<Running> {
     // lingers in the room until its client has read the answer.
     let refuse = {
         let room = waiting_room.clone();
-        move |refused: Client, err| room.linger(client::refuse(&tally, refused, err))
+        move |refused: Client, err| {
+            if let Some(answered) = client::refuse(&tally, refused, err) {
+                room.linger(answered);
+            }
+        }
     };
     room.start(pool.clone(), refuse.clone())?;
 
@@ -183,54 +236,143 @@ pub fn start(config: Config) -> io::Result<Running> {
                 control: control.clone(),
                 pool: pool.clone(),
                 connections: limit.clone(),
+                handshakes: handshakes.clone(),
                 started,
                 config_source: match &config.config_file {
                     Some(path) => format!("file {}", path.display()),
                     None => "command line".into(),
                 },
             };
-            Some(admin::start(admin.addr, admin.token.clone(), sources)?)
+            let accepting = if admin.tls {
+                tls.clone()
+            } else {
+                Accepting::Plain
+            };
+            Some(admin::start(
+                admin.addr,
+                admin.token.clone(),
+                sources,
+                accepting,
+            )?)
         }
     };
 
     let client_timeout = config.client_timeout;
-    let connections = limit.clone();
-    let listener_handle = listener.try_clone()?;
-    let room = waiting_room.clone();
-    let acceptor = thread::Builder::new()
-        .name("acceptor".into())
-        .spawn(move || {
-            listener::run(listener, limit, |stream, peer, slot| {
-                let mut client = Client::new(stream, peer, slot, client_timeout);
-                // One read that never waits: most clients send their request with the
-                // connection (and TCP_DEFER_ACCEPT lets the kernel hold those that do
-                // not for a moment), so most go straight to a worker.
-                match client.conn.fill_head() {
-                    HeadProgress::Ready => match pool.try_submit(client) {
-                        Ok(()) => {}
-                        // Every worker busy and the queue full: a quick 503 beats a
-                        // client timeout.
-                        Err(TrySendError::Full(client) | TrySendError::Disconnected(client)) => {
-                            refuse(client, ProxyError::Overloaded)
-                        }
-                    },
-                    // A worker only ever works: the waiting room waits for the head.
-                    HeadProgress::Waiting { .. } => room.admit(client),
-                    HeadProgress::Closed => {}
-                }
-            })
-        })?;
+    let mut handles = Vec::new();
+    for (listener, accepting) in listeners {
+        handles.push(listener.try_clone()?);
+        let (limit, pool, room, refuse) = (
+            limit.clone(),
+            pool.clone(),
+            waiting_room.clone(),
+            refuse.clone(),
+        );
+        thread::Builder::new()
+            .name("acceptor".into())
+            .spawn(move || {
+                listener::run(listener, limit, |stream, peer, slot| {
+                    let Some(wire) = accepting.wire() else {
+                        return;
+                    };
+                    let mut client = Client::new(stream, peer, slot, client_timeout).over(wire);
+                    // One read that never waits: most clients send their request (or
+                    // their TLS ClientHello) with the connection, and TCP_DEFER_ACCEPT
+                    // lets the kernel hold those that do not for a moment, so most go
+                    // straight to a worker.
+                    match client.conn.fill_head() {
+                        HeadProgress::Ready => match pool.try_submit(client) {
+                            Ok(()) => {}
+                            // Every worker busy and the queue full: a quick 503 beats a
+                            // client timeout.
+                            Err(
+                                TrySendError::Full(client) | TrySendError::Disconnected(client),
+                            ) => refuse(client, ProxyError::Overloaded),
+                        },
+                        // A worker only ever works: the waiting room waits for the head.
+                        HeadProgress::Waiting { .. } => room.admit(client),
+                        HeadProgress::Closed => {}
+                    }
+                })
+            })?;
+    }
     Ok(Running {
-        local_addr,
+        plain_addrs,
+        tls_addrs,
         admin_addr,
-        acceptor,
         control,
         shutdown,
-        listener: listener_handle,
-        connections,
+        listeners: handles,
+        certificates,
+        connections: limit,
         waiting_room,
         grace: config.grace,
     })
+}
+
+/// The TLS side of the listeners: one certificate resolver (which a SIGHUP reloads) and
+/// one rustls configuration for every TLS listener and the admin interface's TLS.
+#[cfg(feature = "tls")]
+fn tls_accepting(config: &Config, counts: &Arc<Handshakes>) -> (Certificates, Accepting) {
+    use crate::tls_certs::{Resolver, server_config};
+    let Some(certs) = &config.listener_tls.certs else {
+        return (Certificates::default(), Accepting::Plain);
+    };
+    let resolver = Arc::new(Resolver::new(certs.clone()));
+    let accepting = Accepting::Tls {
+        config: Arc::new(server_config(resolver.clone())),
+        counts: counts.clone(),
+    };
+    (
+        Certificates {
+            resolver: Some(resolver),
+        },
+        accepting,
+    )
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_accepting(_: &Config, _: &Arc<Handshakes>) -> (Certificates, Accepting) {
+    (Certificates::default(), Accepting::Plain)
+}
+
+/// The TLS listeners' certificates, which a SIGHUP reads again (signals.rs): new
+/// handshakes get the new ones, established connections keep theirs. Empty without
+/// TLS listeners.
+#[derive(Clone, Default)]
+pub struct Certificates {
+    #[cfg(feature = "tls")]
+    resolver: Option<Arc<crate::tls_certs::Resolver>>,
+}
+
+impl Certificates {
+    /// Whether there are certificates to reload.
+    pub fn any(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.resolver.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// Reads `pairs` again and swaps them in, and says so on stderr; a pair that does
+    /// not load keeps the old certificates, and the line says why.
+    pub fn reload(&self, pairs: &[CertPair]) {
+        #[cfg(feature = "tls")]
+        if let Some(resolver) = &self.resolver {
+            match resolver.reload(pairs) {
+                Ok(warnings) => {
+                    eprintln!("roundhouse: reloaded {} TLS certificates", pairs.len());
+                    for warning in warnings {
+                        eprintln!("roundhouse: warning: {warning}");
+                    }
+                }
+                Err(err) => {
+                    eprintln!("roundhouse: TLS certificates not reloaded, the old ones stay: {err}")
+                }
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        let _ = pairs;
+    }
 }
 
 /// Each client connection is one descriptor and each pooled backend connection another;

@@ -1,4 +1,5 @@
-//! The process's signals: SIGHUP reloads the config file (`reload.rs`), SIGTERM and
+//! The process's signals: SIGHUP reloads the config file (`reload.rs`) and then the TLS
+//! listeners' certificates (`server::Certificates`), SIGTERM and
 //! SIGINT stop the balancer gracefully (`shutdown.rs`); a second SIGTERM or SIGINT stops
 //! it at once. signal-hook turns signals into an iterator read on a thread of our own,
 //! so none of our code runs inside a signal handler. `main.rs` starts it.
@@ -12,6 +13,7 @@ use signal_hook::iterator::Signals;
 
 use crate::config_file::Source;
 use crate::reload::Control;
+use crate::server::Certificates;
 use crate::shutdown::Shutdown;
 
 /// SIGHUP, SIGTERM and SIGINT, caught: from `catch` on they no longer kill the process,
@@ -30,9 +32,10 @@ impl Caught {
         self,
         source: Source,
         control: Control,
+        certificates: Certificates,
         shutdown: Arc<Shutdown>,
     ) -> io::Result<()> {
-        watch(self.0, source, control, shutdown)
+        watch(self.0, source, control, certificates, shutdown)
     }
 }
 
@@ -40,6 +43,7 @@ fn watch(
     mut signals: Signals,
     source: Source,
     control: Control,
+    certificates: Certificates,
     shutdown: Arc<Shutdown>,
 ) -> io::Result<()> {
     thread::Builder::new()
@@ -53,6 +57,10 @@ fn watch(
                 };
                 if signal == SIGHUP {
                     reload(&source, &control);
+                    // After the file: a reload may name other certificate files.
+                    if certificates.any() {
+                        certificates.reload(&control.config().listener_tls.pairs);
+                    }
                 } else if shutdown.is_stopping() {
                     eprintln!("roundhouse: {name} again: exiting now");
                     std::process::exit(128 + signal);
@@ -72,7 +80,7 @@ fn watch(
 /// Reads the config file again and applies it; an invalid file changes nothing.
 fn reload(source: &Source, control: &Control) {
     let Some(file) = source.file() else {
-        eprintln!("roundhouse: SIGHUP: there is no --config file to reload; ignored");
+        eprintln!("roundhouse: SIGHUP: there is no --config file to reload");
         return;
     };
     let file = file.display();

@@ -12,11 +12,9 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::mem::MaybeUninit;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use rustix::net::{RecvFlags, recv};
 
 /// The most one spill keeps in memory before it moves on to a file: a 1 MiB upload or
 /// the rest of a 1 MiB answer stays off the disk (within the `--buffer-memory` cap for
@@ -115,29 +113,32 @@ impl Spill {
         }
     }
 
-    /// Receives up to `want` bytes from `socket` without waiting, straight into memory
-    /// when this spill and the process have room for them (no copy on the way), or
-    /// else through a buffer of its own into the file. Returns what `recv` returns: 0 at
-    /// end of stream, WOULDBLOCK when nothing is there yet.
-    pub fn recv_from(&mut self, socket: impl AsFd, want: usize) -> rustix::io::Result<usize> {
+    /// Receives up to `want` bytes with `recv` (a read that never waits: Ok(0) at end
+    /// of stream, `WouldBlock` when nothing is there yet), straight into memory when
+    /// this spill and the process have room for them (no copy on the way), or else
+    /// through a buffer of its own into the file. `recv` returns how many bytes at the
+    /// front of what it is given it initialized. Returns what `recv` returns.
+    pub fn recv_with(
+        &mut self,
+        want: usize,
+        mut recv: impl FnMut(&mut [MaybeUninit<u8>]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         const STEP: usize = 64 * 1024;
         let room = want.min(MEMORY_PER_SPILL.saturating_sub(self.memory.len()));
         if room > 0 && self.room_for(room.min(STEP)) {
             let len = self.memory.len();
             let room = room.min(self.memory.capacity() - len);
-            let spare = &mut self.memory.spare_capacity_mut()[..room];
-            let (got, _) = recv(&socket, spare, RecvFlags::DONTWAIT)?;
-            let n = got.0.len();
+            let n = recv(&mut self.memory.spare_capacity_mut()[..room])?;
             // SAFETY: `recv` initialized the first `n` bytes of the spare capacity.
-            unsafe { self.memory.set_len(len + n) };
+            unsafe { self.memory.set_len(len + n.min(room)) };
             return Ok(n);
         }
-        let mut scratch = [0u8; 16 * 1024];
+        let mut scratch = [MaybeUninit::<u8>::uninit(); 16 * 1024];
         let want = want.min(scratch.len());
-        let (_, n) = recv(&socket, &mut scratch[..want], RecvFlags::DONTWAIT)?;
-        self.push(&scratch[..n]).map_err(|err| {
-            rustix::io::Errno::from_io_error(&err).unwrap_or(rustix::io::Errno::IO)
-        })?;
+        let n = recv(&mut scratch[..want])?.min(want);
+        // SAFETY: `recv` initialized the first `n` bytes of `scratch`.
+        let got = unsafe { &*(&scratch[..n] as *const [MaybeUninit<u8>] as *const [u8]) };
+        self.push(got)?;
         Ok(n)
     }
 

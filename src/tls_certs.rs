@@ -3,12 +3,12 @@
 //! them for each handshake by the name the client sends (SNI); `server_config` is the
 //! rustls server configuration built around a `Resolver`.
 //!
-//! Nothing uses this yet but its tests. The TLS listener (`--tls-listen`) will call
-//! `load` once at start (and for `--check`), print the warnings it returns, put the
-//! `Certs` in one shared `Resolver` and give every accepted connection a
-//! `rustls::ServerConnection` of `server_config(resolver)`; a SIGHUP (`reload`) will call
-//! `Resolver::reload`, which changes what new handshakes get and leaves established
-//! connections alone.
+//! The configuration (`config/listeners.rs`) calls `load` once at start (and for
+//! `--check`) and keeps the `Certs` in `Config::listener_tls`; `main.rs` prints their
+//! warnings. The TLS listener (`--tls-listen`) is to put them in one shared `Resolver`
+//! and give every accepted connection a `rustls::ServerConnection` of
+//! `server_config(resolver)`; a SIGHUP (`reload`) is to call `Resolver::reload`, which
+//! changes what new handshakes get and leaves established connections alone.
 //!
 //! rustls has `ResolvesServerCertUsingSni`, but it answers nothing to a client that sends
 //! no name or an unknown one; a listener must still answer those (an IP address as the
@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,7 +38,7 @@ use rustls::version::{TLS12, TLS13};
 use rustls::{Error as TlsError, ServerConfig};
 use x509_parser::extensions::GeneralName;
 
-use crate::config::ConfigError;
+use crate::config::{CertPair, ConfigError};
 use crate::pem;
 
 /// A certificate expiring sooner than this is loaded with a warning.
@@ -51,13 +51,6 @@ const DAY_SECS: i64 = 24 * 60 * 60;
 /// ID and its secrets, a few hundred bytes, so 4096 is about a megabyte at most; the
 /// cache forgets the oldest beyond that, costing that client one full handshake.
 const SESSION_CACHE: usize = 4096;
-
-/// One `--tls-cert` file (a PEM chain, the leaf first) and its `--tls-key` file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CertPair {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
 
 /// Every pair, read and checked, in the order given: the first is the default.
 pub struct Certs {
@@ -227,9 +220,10 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    pub fn new(certs: Certs) -> Resolver {
+    /// A resolver of `certs`, which the configuration holds too (`ListenerTls::certs`).
+    pub fn new(certs: Arc<Certs>) -> Resolver {
         Resolver {
-            certs: ArcSwap::from_pointee(certs),
+            certs: ArcSwap::new(certs),
         }
     }
 
@@ -299,7 +293,8 @@ mod tests {
         ServerConfig, ServerConnection, SignatureScheme, SupportedProtocolVersion,
     };
 
-    use super::{CertPair, Resolver, load, server_config};
+    use super::{Resolver, load, server_config};
+    use crate::config::CertPair;
 
     const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -343,7 +338,7 @@ mod tests {
     /// A resolver of `made`, and the one server config a listener would build on it.
     fn listener(made: &[&Made]) -> (Arc<Resolver>, Arc<ServerConfig>) {
         let pairs: Vec<CertPair> = made.iter().map(|m| m.pair.clone()).collect();
-        let resolver = Arc::new(Resolver::new(load(&pairs).unwrap()));
+        let resolver = Arc::new(Resolver::new(Arc::new(load(&pairs).unwrap())));
         (resolver.clone(), Arc::new(server_config(resolver)))
     }
 

@@ -136,11 +136,12 @@ impl WaitingRoom {
         self.send(client, Phase::Head);
     }
 
-    /// A connection between requests. With part of the next head already buffered, the
-    /// rest of it has `--client-timeout`; with nothing, the next request may take
+    /// A connection between requests, or in a TLS handshake that waits for the client's
+    /// next flight (by the handshake's one deadline). With part of the next head
+    /// already buffered, the rest of it has `--client-timeout`; with nothing, the next request may take
     /// `--idle-timeout` to begin. After `close`, the connection is closed instead.
     pub fn park(&self, mut client: Client) {
-        let phase = if client.conn.has_buffered() {
+        let phase = if client.conn.handshaking() || client.conn.has_buffered() {
             Phase::Head
         } else {
             client.conn.release_buffer();
@@ -159,8 +160,8 @@ impl WaitingRoom {
     /// sending (an error answer, a body left unread): shuts the write side now, so the
     /// answer is followed by a clean end, and reads what comes until the client closes
     /// too or the linger ends.
-    pub fn linger(&self, client: Client) {
-        let _ = client.conn.stream().shutdown(std::net::Shutdown::Write);
+    pub fn linger(&self, mut client: Client) {
+        client.conn.shut_write();
         self.send(client, Phase::Linger);
     }
 
@@ -208,7 +209,9 @@ pub struct Room {
     handing: Handing,
     parked: Slab<Parked>,
     /// (deadline, slab key, seq) in deadline order, one queue per phase: every wait in a
-    /// phase lasts the same time, so the order deadlines are set in is deadline order.
+    /// phase lasts the same time, so the order deadlines are set in is deadline order
+    /// (but for a TLS handshake's, which was set at its accept: `enter` puts it in its
+    /// place).
     /// Entries of connections that left, or moved to another deadline, are skipped
     /// when they come up.
     idle_expiry: VecDeque<(Instant, usize, u64)>,
@@ -363,12 +366,17 @@ impl Room {
     fn enter(&mut self, client: Client, phase: Phase, unsent: Option<Box<Unsent>>) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let deadline = Instant::now()
-            + match phase {
-                Phase::Idle => self.timeouts.idle,
-                Phase::Head | Phase::Body | Phase::WriteOut => self.timeouts.head,
-                Phase::Linger => LINGER,
-            };
+        let deadline = match client.handshake_deadline().filter(|_| phase == Phase::Head) {
+            Some(due) => due,
+            None => {
+                Instant::now()
+                    + match phase {
+                        Phase::Idle => self.timeouts.idle,
+                        Phase::Head | Phase::Body | Phase::WriteOut => self.timeouts.head,
+                        Phase::Linger => LINGER,
+                    }
+            }
+        };
         let entry = self.parked.vacant_entry();
         let key = entry.key();
         let interest = match phase {
@@ -390,7 +398,10 @@ impl Room {
             seq,
             unsent,
         });
-        self.expiry(phase).push_back((deadline, key, seq));
+        // A handshake's deadline was set at its accept: it may come before others queued.
+        let queue = self.expiry(phase);
+        let at = queue.partition_point(|e| e.0 <= deadline);
+        queue.insert(at, (deadline, key, seq));
     }
 
     /// Watches a parked connection again: epoll reports each one once (oneshot) until
@@ -469,8 +480,10 @@ impl Room {
                 if !current {
                     continue;
                 }
-                let client = self.leave(key);
-                let due = client.gathering.is_some() || client.conn.has_buffered();
+                let mut client = self.leave(key);
+                let due = client.gathering.is_some()
+                    || client.conn.handshaking()
+                    || client.conn.has_buffered();
                 if phase == Phase::Head && due {
                     refuse(client, ProxyError::ClientTimeout);
                 }

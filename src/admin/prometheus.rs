@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::balancer::Backend;
-use crate::metrics::{self, BUCKETS, CODE_CLASSES, Family, Snapshot};
+use crate::metrics::{self, BUCKETS, CODE_CLASSES, Family, HANDSHAKE_FAILURES, Snapshot};
 
 use super::Sources;
 
@@ -81,6 +81,20 @@ pub fn render(sources: &Sources) -> String {
     per_backend(&mut out, &metrics::BACKEND_LATENCY, |b| {
         b.latency_micros() / 1e6
     });
+
+    let handshakes = &sources.handshakes;
+    header(&mut out, &metrics::TLS_HANDSHAKES);
+    let _ = writeln!(
+        out,
+        "{} {}",
+        metrics::TLS_HANDSHAKES.name,
+        handshakes.done()
+    );
+    header(&mut out, &metrics::TLS_HANDSHAKE_FAILURES);
+    for (reason, count) in HANDSHAKE_FAILURES.iter().zip(handshakes.failed()) {
+        let name = metrics::TLS_HANDSHAKE_FAILURES.name;
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
+    }
 
     let pool = &sources.pool;
     let workers = pool.workers();

@@ -189,8 +189,7 @@ impl<'a> BodyReader<'a> {
     fn continue_once(&mut self) -> Result<(), ProxyError> {
         if self.send_continue {
             self.send_continue = false;
-            let stream = self.conn.stream_mut();
-            stream
+            self.conn
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .map_err(ProxyError::ClientGone)?;
         }
@@ -383,7 +382,7 @@ mod tests {
             read_all(&mut conn.body(framing, expect, None)).unwrap(),
             b"hi"
         );
-        conn.stream_mut().write_all(b"answer").unwrap();
+        conn.write_all(b"answer").unwrap();
         drop(conn);
         let mut seen = Vec::new();
         client.read_to_end(&mut seen).unwrap();

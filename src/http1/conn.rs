@@ -4,17 +4,25 @@
 //! `fill_head`, which reads only what the socket already has (never waiting), until a
 //! whole head is buffered. Only then does a worker take the connection, and its
 //! `take_head` parses the head without touching the socket. The worker then reads the
-//! body with `body` (`body.rs`) and writes the answer to `stream_mut` with
-//! `response.rs`. The buffer outlives each request: bytes read past one request (a
-//! pipelined next request) wait in it for the next head. (`read_head`, which waits for
+//! body with `body` (`body.rs`) and writes the answer through an `outbox` (or, for a
+//! short answer of its own, the connection's `Write`). Every read and write goes through
+//! the connection's `Wire` (wire.rs): plain, or a TLS session whose handshake
+//! `fill_head` and `handshake` carry out on the same terms as a head. The buffer
+//! outlives each request: bytes read past one request (a pipelined next request) wait
+//! in it for the next head. (`read_head`, which waits for
 //! the client, is for the admin interface's own threads only.)
 
 use super::body::BodyReader;
 use super::request::{self, Framing, RequestHead};
 use crate::error::ProxyError;
+use crate::outbox::{self, Outbox};
+use crate::spill::Spill;
+#[cfg(feature = "tls")]
+use crate::tls_session::{self, Failure, Step};
+use crate::wire::{TlsInfo, Wire};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::net::{RecvFlags, recv};
-use std::io::{self, Read};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
@@ -24,6 +32,8 @@ const INITIAL_BUF: usize = 4096;
 /// One client's socket and the bytes read from it but not yet consumed.
 pub struct ClientConn {
     stream: TcpStream,
+    /// Plain or TLS: every read and write of the client's bytes goes through it.
+    wire: Wire,
     peer: SocketAddr,
     /// Unconsumed bytes are `buf[start..end]`.
     buf: Vec<u8>,
@@ -58,6 +68,7 @@ impl ClientConn {
         let max_head = max_head.max(1);
         ClientConn {
             stream,
+            wire: Wire::Plain,
             peer,
             // Allocated at the first read: a connection that never sends costs none.
             buf: Vec::new(),
@@ -69,24 +80,55 @@ impl ClientConn {
         }
     }
 
+    /// The same connection over `wire` (a TLS session whose handshake is due).
+    pub fn over(mut self, wire: Wire) -> ClientConn {
+        self.wire = wire;
+        self
+    }
+
     pub fn peer(&self) -> SocketAddr {
         self.peer
     }
 
-    /// For poll/epoll registration and for writing answers.
+    /// For poll/epoll registration, and the write-outs of what an `Outbox` kept (wire
+    /// bytes, already sealed). Everything else reads and writes through the wire.
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
 
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
+    pub fn is_tls(&self) -> bool {
+        self.wire.is_tls()
+    }
+
+    pub fn tls_info(&self) -> TlsInfo<'_> {
+        self.wire.info()
+    }
+
+    /// A TLS connection whose handshake is not done: what is buffered are handshake
+    /// records, for `handshake`.
+    pub fn handshaking(&self) -> bool {
+        self.wire.handshaking()
+    }
+
+    /// The writer of an answer to this client, which never waits (outbox.rs).
+    pub fn outbox(&mut self) -> Outbox<'_> {
+        Outbox::new(&self.stream, &mut self.wire)
+    }
+
+    /// Shuts the write side after the last answer (see `Wire::shut_write`).
+    pub fn shut_write(&mut self) {
+        self.wire.shut_write(&self.stream);
     }
 
     /// Bytes already read but not consumed (a pipelined next request): serve now rather
     /// than park. Also true while a body is left unread, so that the next `read_head`
-    /// promptly answers `None` (close) instead of the connection idling first.
-    pub fn has_buffered(&self) -> bool {
-        self.start < self.end || self.unread_body
+    /// promptly answers `None` (close) instead of the connection idling first; and
+    /// while a TLS session holds decrypted bytes not read yet, which no readiness
+    /// event would announce. Handshake bytes are not a request.
+    pub fn has_buffered(&mut self) -> bool {
+        (self.start < self.end && !self.wire.handshaking())
+            || self.unread_body
+            || self.wire.has_pending()
     }
 
     /// Reads what the socket already holds, without waiting, until a whole request head
@@ -96,6 +138,10 @@ impl ClientConn {
     pub fn fill_head(&mut self) -> HeadProgress {
         if self.unread_body {
             return HeadProgress::Closed;
+        }
+        #[cfg(feature = "tls")]
+        if self.wire.handshaking() {
+            return self.fill_handshake();
         }
         loop {
             if self.skip_empty_lines() {
@@ -108,13 +154,12 @@ impl ClientConn {
                 _ => return HeadProgress::Ready,
             }
             let started = self.start < self.end;
-            self.make_room();
+            self.make_room(self.max_head);
             let end = self.end;
-            match recv(&self.stream, &mut self.buf[end..], RecvFlags::DONTWAIT) {
-                Ok((_, 0)) => return HeadProgress::Closed,
-                Ok((_, n)) => self.end += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::WOULDBLOCK) => {
+            match self.wire.read(&self.stream, &mut self.buf[end..], false) {
+                Ok(0) => return HeadProgress::Closed,
+                Ok(n) => self.end += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     // Nothing yet: the wait costs no buffer.
                     if !started {
                         self.release_buffer();
@@ -125,6 +170,74 @@ impl ClientConn {
                 Err(_) => return HeadProgress::Closed,
             }
         }
+    }
+
+    /// `fill_head` while a TLS handshake is due: reads the client's bytes as they are
+    /// (no crypto on the event side) until a whole TLS record is buffered, which is
+    /// `Ready` for a worker's `handshake`.
+    #[cfg(feature = "tls")]
+    fn fill_handshake(&mut self) -> HeadProgress {
+        loop {
+            if tls_session::record_complete(&self.buf[self.start..self.end]) {
+                return HeadProgress::Ready;
+            }
+            self.make_room(self.max_head.max(tls_session::MAX_RECORD));
+            let end = self.end;
+            match recv(&self.stream, &mut self.buf[end..], RecvFlags::DONTWAIT) {
+                Ok((_, 0)) => return HeadProgress::Closed,
+                Ok((_, n)) => self.end += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return HeadProgress::Waiting { started: true };
+                }
+                Err(_) => return HeadProgress::Closed,
+            }
+        }
+    }
+
+    /// Runs the TLS handshake over the records `fill_head` buffered: a worker's turn,
+    /// the crypto included. After `Step::Done` the buffer is empty and the connection
+    /// reads requests; `Step::Failed(Failure::NotTls)` leaves the bytes (plain HTTP)
+    /// and the connection plain, for a 400 the client can read.
+    #[cfg(feature = "tls")]
+    pub fn handshake(&mut self) -> Step {
+        let raw = &self.buf[self.start..self.end];
+        let step = self.wire.handshake(&self.stream, raw);
+        if step == Step::Failed(Failure::NotTls) {
+            self.wire = Wire::Plain;
+            return step;
+        }
+        (self.start, self.end) = (0, 0);
+        self.release_buffer();
+        step
+    }
+
+    /// The handshake did not finish by its deadline (the connection is closed next).
+    #[cfg(feature = "tls")]
+    pub fn handshake_timed_out(&mut self) {
+        self.wire.handshake_timed_out();
+    }
+
+    /// A whole TLS handshake, waiting for the client until `deadline`: for the admin
+    /// interface's own threads only (the front door's handshakes never wait).
+    #[cfg(feature = "tls")]
+    pub fn handshake_waiting(&mut self, deadline: Instant) -> Result<(), Failure> {
+        while self.wire.handshaking() {
+            match self.fill_head() {
+                HeadProgress::Ready => match self.handshake() {
+                    Step::Done => return Ok(()),
+                    Step::More => {}
+                    Step::Failed(failure) => return Err(failure),
+                },
+                HeadProgress::Waiting { .. } => {
+                    if !self.wait_readable(deadline).unwrap_or(false) {
+                        return Err(Failure::Timeout);
+                    }
+                }
+                HeadProgress::Closed => return Err(Failure::Closed),
+            }
+        }
+        Ok(())
     }
 
     /// The request head `fill_head` found `Ready`, parsed without any IO. `Ok(None)`:
@@ -205,6 +318,10 @@ impl ClientConn {
         if self.unread_body {
             return Ok(None);
         }
+        #[cfg(feature = "tls")]
+        if self.wire.handshaking() && self.handshake_waiting(deadline).is_err() {
+            return Ok(None);
+        }
         let mut scanned = 0;
         let mut first_read = true;
         loop {
@@ -222,9 +339,9 @@ impl ClientConn {
             if pending.len() >= self.max_head {
                 return Err(ProxyError::HeadTooLarge);
             }
-            self.make_room();
+            self.make_room(self.max_head);
             let started = self.start < self.end;
-            if !first_read && !self.wait_readable(deadline)? {
+            if !first_read && !self.wire.has_pending() && !self.wait_readable(deadline)? {
                 return if started {
                     Err(ProxyError::ClientTimeout)
                 } else {
@@ -233,7 +350,7 @@ impl ClientConn {
             }
             first_read = false;
             let end = self.end;
-            match read_retrying(&mut self.stream, &mut self.buf[end..]) {
+            match self.wire.read(&self.stream, &mut self.buf[end..], true) {
                 Ok(0) if !started => return Ok(None),
                 Ok(0) => return Err(gone("client closed in the middle of a request head")),
                 Ok(n) => self.end += n,
@@ -278,8 +395,8 @@ impl ClientConn {
     }
 
     /// Makes space at the end of the buffer: slide the unconsumed bytes to the front,
-    /// or else grow (doubling, up to `max_head`).
-    fn make_room(&mut self) {
+    /// or else grow (doubling, up to `limit`).
+    fn make_room(&mut self, limit: usize) {
         if self.end < self.buf.len() {
             return;
         }
@@ -287,8 +404,8 @@ impl ClientConn {
             self.buf.copy_within(self.start..self.end, 0);
             (self.start, self.end) = (0, self.end - self.start);
         } else {
-            let floor = INITIAL_BUF.min(self.max_head);
-            let size = (self.buf.len() * 2).clamp(floor, self.max_head);
+            let floor = INITIAL_BUF.min(limit);
+            let size = (self.buf.len() * 2).clamp(floor, limit);
             self.buf.resize(size, 0);
         }
     }
@@ -345,28 +462,45 @@ impl ClientConn {
         if self.buf.is_empty() {
             self.buf.resize(INITIAL_BUF.min(self.max_head), 0);
         }
-        let n = read_retrying(&mut self.stream, &mut self.buf)?;
+        let n = self.wire.read(&self.stream, &mut self.buf, true)?;
         (self.start, self.end) = (0, n);
         Ok(n)
     }
 
     /// Reads what the socket already has into the (empty) buffer, without waiting.
-    /// Ok(0) is end of stream; WOULDBLOCK, nothing there yet.
-    pub(super) fn fill_without_waiting(&mut self) -> rustix::io::Result<usize> {
+    /// Ok(0) is end of stream; `WouldBlock`, nothing there yet.
+    pub(super) fn fill_without_waiting(&mut self) -> io::Result<usize> {
         debug_assert_eq!(self.start, self.end, "fill with unconsumed bytes");
         if self.buf.is_empty() {
             self.buf.resize(INITIAL_BUF.min(self.max_head), 0);
         }
-        let (_, n) = recv(&self.stream, &mut self.buf[..], RecvFlags::DONTWAIT)?;
+        let n = self.wire.read(&self.stream, &mut self.buf, false)?;
         (self.start, self.end) = (0, n);
         Ok(n)
+    }
+
+    /// Reads what the socket already has, up to `want` bytes, straight into `spill`
+    /// (the buffer must be empty, or bytes would be reordered). Ok(0) is end of
+    /// stream; `WouldBlock`, nothing there yet.
+    pub(super) fn fill_spill(&mut self, spill: &mut Spill, want: usize) -> io::Result<usize> {
+        debug_assert_eq!(self.start, self.end, "direct read with unconsumed bytes");
+        let (wire, stream) = (&mut self.wire, &self.stream);
+        spill.recv_with(want, |out| wire.read_uninit(stream, out))
     }
 
     /// Reads from the socket straight into `out`, bypassing the buffer (which must be
     /// empty, or bytes would be reordered).
     pub(super) fn read_direct(&mut self, out: &mut [u8]) -> io::Result<usize> {
         debug_assert_eq!(self.start, self.end, "direct read with unconsumed bytes");
-        read_retrying(&mut self.stream, out)
+        self.wire.read(&self.stream, out, true)
+    }
+
+    /// Sends `bytes` (a `100 Continue`) without waiting: false when the client did not
+    /// take them all at once.
+    pub(super) fn send_without_waiting(&mut self, bytes: &[u8]) -> io::Result<bool> {
+        let mut outbox = self.outbox();
+        outbox.write_all(bytes)?;
+        Ok(outbox.into_unsent().is_none())
     }
 
     /// The current request's body has been read to its end.
@@ -375,12 +509,21 @@ impl ClientConn {
     }
 }
 
-fn read_retrying(stream: &mut TcpStream, out: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match stream.read(out) {
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
+/// An answer written whole, waiting for the client as the socket's write timeout
+/// allows: refusals (`refuse.rs`), a `100 Continue`, the admin interface's answers. On
+/// a non-blocking socket (the event side's refusals) what does not fit is cut short.
+impl Write for ClientConn {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let mut outbox = self.outbox();
+        outbox.write_all(bytes)?;
+        if let Some(mut rest) = outbox.into_unsent() {
+            outbox::write_rest(&self.stream, &mut rest, &mut Vec::new())?;
         }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -408,7 +551,7 @@ pub(super) fn gone(why: &'static str) -> ProxyError {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::Read;
     use std::net::{Shutdown, TcpListener};
     use std::thread;
     use std::time::Duration;

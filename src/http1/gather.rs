@@ -10,7 +10,7 @@
 //! `chunked.rs` decoder, so both ways read a body alike. A gathered body is forwarded
 //! with a Content-Length (its decoded size), as nginx does.
 
-use rustix::net::{SendFlags, send};
+use std::io;
 
 use super::chunked::Dechunker;
 use super::conn::{ClientConn, gone};
@@ -110,7 +110,7 @@ impl Gather {
                 // Straight into the spill: `--max-body` was checked against the length.
                 Framing::Length(_) => {
                     let want = usize::try_from(self.left).unwrap_or(usize::MAX);
-                    let read = self.body.recv_from(conn.stream(), want);
+                    let read = conn.fill_spill(&mut self.body, want);
                     if let Ok(n) = read {
                         self.left -= n as u64;
                         if n > 0 && self.left == 0 {
@@ -125,9 +125,9 @@ impl Gather {
             match read {
                 Ok(0) => return Err(gone("client closed in the middle of a request body")),
                 Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::WOULDBLOCK) => return Ok(false),
-                Err(err) => return Err(ProxyError::ClientGone(err.into())),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) => return Err(ProxyError::ClientGone(err)),
             }
         }
     }
@@ -172,19 +172,14 @@ impl Gather {
             .map_err(|err| ProxyError::Buffering(err.to_string()))
     }
 
-    fn continue_once(&mut self, conn: &ClientConn) -> Result<(), ProxyError> {
+    fn continue_once(&mut self, conn: &mut ClientConn) -> Result<(), ProxyError> {
         if self.send_continue {
             self.send_continue = false;
             // 25 bytes on a socket that has sent nothing else: the kernel takes them.
-            let line = b"HTTP/1.1 100 Continue\r\n\r\n";
-            match send(
-                conn.stream(),
-                line,
-                SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
-            ) {
-                Ok(n) if n == line.len() => {}
-                Ok(_) => return Err(gone("client does not take 100 Continue")),
-                Err(err) => return Err(ProxyError::ClientGone(err.into())),
+            match conn.send_without_waiting(b"HTTP/1.1 100 Continue\r\n\r\n") {
+                Ok(true) => {}
+                Ok(false) => return Err(gone("client does not take 100 Continue")),
+                Err(err) => return Err(ProxyError::ClientGone(err)),
             }
         }
         Ok(())

@@ -10,7 +10,6 @@
 use super::request::Version;
 use http::{HeaderMap, StatusCode};
 use std::io::{self, IoSlice, Write};
-use std::net::TcpStream;
 
 /// Buffered body bytes are sent once the buffer holds this much.
 const FLUSH_AT: usize = 16 * 1024;
@@ -113,7 +112,7 @@ pub fn write_head<'a, W: Write>(
 /// A short plain-text answer, `text` plus a newline, sent in one write.
 /// `extra` adds header lines such as `("Retry-After", "1")`.
 pub fn write_error(
-    stream: &mut TcpStream,
+    stream: &mut impl Write,
     out: &mut Vec<u8>,
     status: u16,
     text: &str,
@@ -376,6 +375,7 @@ mod tests {
     use http::HeaderValue;
     use proptest::prelude::*;
     use std::io::Read;
+    use std::net::TcpStream;
     use std::thread;
 
     fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {

@@ -160,11 +160,7 @@ impl Room {
         // is closed by `close_all`.
         if !keep_alive || self.closed.load(Ordering::Relaxed) {
             let parked = &mut self.parked[key];
-            let _ = parked
-                .client
-                .conn
-                .stream()
-                .shutdown(std::net::Shutdown::Write);
+            parked.client.conn.shut_write();
             self.move_to(key, Phase::Linger, now + LINGER);
             return;
         }

@@ -186,3 +186,178 @@ fn accepting_survives_running_out_of_file_descriptors() {
     );
     assert!(p.child.try_wait().unwrap().is_none(), "the balancer exited");
 }
+
+/// The text `--help` gives `flag`, from its name to the next flag, on one line.
+fn help_of(help: &str, flag: &str) -> String {
+    let start = help
+        .find(&format!("\n  {flag} "))
+        .unwrap_or_else(|| panic!("{flag} is not in --help:\n{help}"));
+    let section = &help[start + 3 + flag.len()..];
+    let section = &section[..section.find("\n  --").unwrap_or(section.len())];
+    section.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn help_lists_every_listener_flag_with_its_default() {
+    let (code, out, err) = run_cli(&["--help"]);
+    assert_eq!(code, 0, "stderr: {err}");
+    let listen = help_of(&out, "--listen");
+    assert!(
+        listen
+            .ends_with("(default: 127.0.0.1:8000 when neither --listen nor --tls-listen is given)"),
+        "{listen}"
+    );
+    for (flag, default) in [
+        ("--tls-listen", "none"),
+        ("--tls-cert", "none"),
+        ("--tls-key", "none"),
+        ("--https-redirect", "off"),
+        ("--admin-tls", "off"),
+    ] {
+        let text = help_of(&out, flag);
+        assert!(
+            text.ends_with(&format!("(default: {default})")),
+            "{flag}: {text}"
+        );
+    }
+}
+
+/// `--check`, a TLS listener and a plain one, and the certificate flags of `pairs`.
+#[cfg(feature = "tls")]
+fn check_tls(pairs: &[(&std::path::Path, &std::path::Path)]) -> (i32, String, String) {
+    let mut args: Vec<String> = ["--check", "--listen", "127.0.0.1:18080"]
+        .into_iter()
+        .chain(["--tls-listen", "127.0.0.1:18443"])
+        .map(String::from)
+        .collect();
+    for (cert, key) in pairs {
+        args.extend(["--tls-cert".into(), cert.display().to_string()]);
+        args.extend(["--tls-key".into(), key.display().to_string()]);
+    }
+    run_cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Asserts exit code 2 and one line on stderr, starting `roundhouse: FLAG: ` and holding
+/// `what`.
+#[cfg(feature = "tls")]
+fn assert_refused((code, _out, err): (i32, String, String), flag: &str, what: &str) {
+    assert_eq!(code, 2, "stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("roundhouse: {flag}: ")),
+        "{err}"
+    );
+    assert!(lines[0].contains(what), "{err}");
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn check_with_a_good_pair_passes_and_lists_the_https_listener() {
+    let ca = TestCa::new();
+    let (a, b) = (ca.issue("a", &["a.test"]), ca.issue("b", &["b.test"]));
+    let (code, out, err) = check_tls(&[(&a.cert_path, &a.key_path), (&b.cert_path, &b.key_path)]);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(err, "");
+    assert!(
+        out.contains("listen http://127.0.0.1:18080, https://127.0.0.1:18443, round-robin over"),
+        "{out}"
+    );
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn check_with_a_key_of_another_certificate_or_an_expired_one_exits_2_naming_the_flag() {
+    let ca = TestCa::new();
+    let (a, b) = (ca.issue("a", &["a.test"]), ca.issue("b", &["b.test"]));
+    assert_refused(
+        check_tls(&[(&a.cert_path, &b.key_path)]),
+        "--tls-key",
+        "is not the key of the certificate in",
+    );
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(24 * 60 * 60);
+    let old = ca.issue_dated("old", &["a.test"], now - 20 * day, now - day);
+    assert_refused(
+        check_tls(&[(&old.cert_path, &old.key_path)]),
+        "--tls-cert",
+        "old.pem': expired on ",
+    );
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn check_with_a_certificate_expiring_in_10_days_passes_with_a_warning() {
+    let ca = TestCa::new();
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(24 * 60 * 60);
+    let soon = ca.issue_dated("soon", &["a.test"], now - day, now + 10 * day + day / 2);
+    let (code, out, err) = check_tls(&[(&soon.cert_path, &soon.key_path)]);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(out.contains("the configuration is valid"), "{out}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("roundhouse: warning: --tls-cert: '")
+            && lines[0].contains("soon.pem' expires in 10 days"),
+        "{err}"
+    );
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn the_config_file_takes_listener_keys_as_arrays_or_single_strings() {
+    let ca = TestCa::new();
+    let (a, b) = (ca.issue("a", &["a.test"]), ca.issue("b", &["b.test"]));
+    let text = format!(
+        "listen = [\"127.0.0.1:18080\", \"127.0.0.1:18081\"]\n\
+         tls_listen = \"127.0.0.1:18443\"\n\
+         tls_cert = ['{}', '{}']\n\
+         tls_key = ['{}', '{}']\n\
+         https_redirect = true\n\
+         admin = \"127.0.0.1:18090\"\n\
+         admin_tls = true\n",
+        a.cert_path.display(),
+        b.cert_path.display(),
+        a.key_path.display(),
+        b.key_path.display(),
+    );
+    let file = ca.dir().join("rh.toml");
+    std::fs::write(&file, text).unwrap();
+    let file = file.display().to_string();
+    let (code, out, err) = run_cli(&["--check", "--config", &file]);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(
+        out.contains(
+            "listen http://127.0.0.1:18080, http://127.0.0.1:18081, https://127.0.0.1:18443,"
+        ),
+        "{out}"
+    );
+    // A typed flag replaces the file's values; a single string is one value.
+    let (code, out, err) = run_cli(&["--check", "--config", &file, "--listen", "127.0.0.1:18082"]);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(
+        out.contains("listen http://127.0.0.1:18082, https://127.0.0.1:18443,"),
+        "{out}"
+    );
+    // One key fewer than certificates: one line, with the file's line.
+    std::fs::write(
+        &file,
+        format!(
+            "tls_listen = \"127.0.0.1:18443\"\ntls_cert = ['{}', '{}']\ntls_key = '{}'\n",
+            a.cert_path.display(),
+            b.cert_path.display(),
+            a.key_path.display()
+        ),
+    )
+    .unwrap();
+    let (code, _out, err) = run_cli(&["--check", "--config", &file]);
+    assert_eq!(code, 2, "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "roundhouse: {file}:3: tls_key: 2 --tls-cert but 1 --tls-key"
+        )),
+        "{err}"
+    );
+}

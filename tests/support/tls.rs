@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
+use std::time::SystemTime;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
@@ -89,7 +90,7 @@ impl TestCa {
         self.dir.path().join("ca.pem").display().to_string()
     }
 
-    /// The directory the certificate files are written to.
+    /// The directory the certificates are written to; removed with the CA.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -104,7 +105,18 @@ impl TestCa {
     /// Signs a leaf for `names` (DNS names, `*.` wildcards or IP addresses) and writes
     /// `NAME.pem` and `NAME.key`.
     pub fn issue(&self, name: &str, names: &[&str]) -> Leaf {
-        self.write_leaf(name, names, &self.issuer, "")
+        self.write_leaf(name, names, None, &self.issuer, "")
+    }
+
+    /// `issue`, valid from `from` until `until` only.
+    pub fn issue_dated(
+        &self,
+        name: &str,
+        names: &[&str],
+        from: SystemTime,
+        until: SystemTime,
+    ) -> Leaf {
+        self.write_leaf(name, names, Some((from, until)), &self.issuer, "")
     }
 
     /// Like [`TestCa::issue`], signed by an intermediate CA that this CA signed: `NAME.pem`
@@ -114,18 +126,25 @@ impl TestCa {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let intermediate = Issuer::new(params, key);
-        self.write_leaf(name, names, &intermediate, &cert.pem())
+        self.write_leaf(name, names, None, &intermediate, &cert.pem())
     }
 
+    /// `valid`: from, until; rcgen's own far-apart dates otherwise. `chain_pem` follows
+    /// the leaf in its file.
     fn write_leaf(
         &self,
         name: &str,
         names: &[&str],
+        valid: Option<(SystemTime, SystemTime)>,
         issuer: &Issuer<'_, KeyPair>,
         chain_pem: &str,
     ) -> Leaf {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let params = CertificateParams::new(names).unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        if let Some((from, until)) = valid {
+            params.not_before = from.into();
+            params.not_after = until.into();
+        }
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, issuer).unwrap();
         let leaf = Leaf {
