@@ -41,3 +41,7 @@ mod slow_clients;
 
 #[path = "it/backend_tls.rs"]
 mod backend_tls;
+
+#[cfg(feature = "tls")]
+#[path = "it/tls_listener.rs"]
+mod tls_listener;

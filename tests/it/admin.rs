@@ -86,7 +86,7 @@ fn count(bodies: &[String], name: &str) -> usize {
 type Labels = BTreeMap<String, String>;
 
 #[derive(Debug, Default)]
-struct Exposition {
+pub(crate) struct Exposition {
     /// Family name -> TYPE.
     types: HashMap<String, String>,
     helps: HashMap<String, String>,
@@ -95,7 +95,7 @@ struct Exposition {
 }
 
 impl Exposition {
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let labels: Labels = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -180,7 +180,7 @@ fn family_of<'a>(name: &'a str, types: &HashMap<String, String>) -> &'a str {
     name
 }
 
-fn parse_exposition(text: &str) -> Result<Exposition, String> {
+pub(crate) fn parse_exposition(text: &str) -> Result<Exposition, String> {
     let mut e = Exposition::default();
     // Families whose samples are over: a family's samples must be contiguous.
     let mut closed: Vec<String> = Vec::new();

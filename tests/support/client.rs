@@ -75,6 +75,15 @@ impl<R: Read> ResponseReader<R> {
         }
     }
 
+    /// The byte source.
+    pub fn get_ref(&self) -> &R {
+        &self.src
+    }
+
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.src
+    }
+
     fn pending(&self) -> &[u8] {
         &self.buf[self.pos..]
     }

@@ -81,6 +81,12 @@ impl Balancer {
         self._running.admin_addr().expect("started with --admin")
     }
 
+    /// The bound `--tls-listen` addresses, in the order given.
+    #[cfg(feature = "tls")]
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self._running.tls_addrs()
+    }
+
     /// Client connections the balancer holds open now.
     pub fn open_connections(&self) -> usize {
         self._running.open_connections()
@@ -102,6 +108,14 @@ pub fn start_balancer(backends: &[&Backend], extra: &[&str]) -> Balancer {
 /// Like [`start_balancer`], with backend addresses (dead ones, for example).
 pub fn start_balancer_on(backends: &[SocketAddr], extra: &[&str]) -> Balancer {
     let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into()];
+    args.extend(balancer_args(backends, extra));
+    start_balancer_with(&args)
+}
+
+/// The arguments for `backends` and `extra`, with 4 workers and logging off unless
+/// `extra` says otherwise; no listener.
+pub fn balancer_args(backends: &[SocketAddr], extra: &[&str]) -> Vec<String> {
+    let mut args = Vec::new();
     for b in backends {
         args.push("--backend".into());
         args.push(b.to_string());
@@ -113,6 +127,11 @@ pub fn start_balancer_on(backends: &[SocketAddr], extra: &[&str]) -> Balancer {
         args.extend(["--log".into(), "off".into()]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Starts a balancer in this process with exactly `args`.
+pub fn start_balancer_with(args: &[String]) -> Balancer {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let config = roundhouse::Config::from_args(&refs[..])
         .unwrap_or_else(|e| panic!("config from {args:?}: {e}"));

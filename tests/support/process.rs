@@ -1,4 +1,5 @@
-//! The binary as a child process, its output collected line by line.
+//! The binary as a child process, its output collected line by line; and other programs
+//! (curl, openssl) run the same way where installed.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
@@ -26,7 +27,20 @@ pub fn wait_accepting(addr: SocketAddr) {
 
 /// Runs the binary to completion (killed after [`PATIENCE`]): exit code, stdout, stderr.
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let mut p = Proc::spawn(Command::new(BIN).args(args));
+    run_to_end(Proc::spawn(Command::new(BIN).args(args)))
+}
+
+/// Runs another program (curl, openssl) to completion, killed after [`PATIENCE`]: exit
+/// code, stdout, stderr; None if it is not installed.
+pub fn run_tool(cmd: &mut Command) -> Option<(i32, String, String)> {
+    match Proc::try_spawn(cmd) {
+        Ok(p) => Some(run_to_end(p)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("spawn {cmd:?}: {e}"),
+    }
+}
+
+fn run_to_end(mut p: Proc) -> (i32, String, String) {
     let deadline = Instant::now() + PATIENCE;
     let status = loop {
         if let Some(status) = p.child.try_wait().unwrap() {
@@ -34,7 +48,10 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
         }
         assert!(
             Instant::now() < deadline,
-            "roundhouse {args:?} did not exit"
+            "{:?} did not exit; stdout:\n{}\nstderr:\n{}",
+            p.program,
+            p.stdout(),
+            p.stderr()
         );
         thread::sleep(Duration::from_millis(5));
     };
@@ -46,6 +63,8 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
 /// A child process whose stdout and stderr are collected by two threads. Killed on drop.
 pub struct Proc {
     pub child: Child,
+    /// The command line, for messages.
+    program: String,
     out: Arc<Mutex<String>>,
     err: Arc<Mutex<String>>,
     done: Arc<AtomicUsize>,
@@ -53,12 +72,16 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(cmd: &mut Command) -> Proc {
+        Proc::try_spawn(cmd).expect("spawn roundhouse")
+    }
+
+    pub fn try_spawn(cmd: &mut Command) -> std::io::Result<Proc> {
+        let program = format!("{cmd:?}");
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn roundhouse");
+            .spawn()?;
         let out = Arc::new(Mutex::new(String::new()));
         let err = Arc::new(Mutex::new(String::new()));
         let done = Arc::new(AtomicUsize::new(0));
@@ -81,12 +104,13 @@ impl Proc {
         }
         collect(child.stdout.take().unwrap(), out.clone(), done.clone());
         collect(child.stderr.take().unwrap(), err.clone(), done.clone());
-        Proc {
+        Ok(Proc {
             child,
+            program,
             out,
             err,
             done,
-        }
+        })
     }
 
     pub fn stdout(&self) -> String {
