@@ -109,6 +109,38 @@ fn curl_and_a_rustls_client_get_the_backends_answer() {
     assert_eq!(out, "over tls\n200 1.1", "{err}");
 }
 
+/// A request body read to its end leaves the next, pipelined request in rustls's
+/// buffer, decrypted, where no readiness event announces it: it must be served, not
+/// parked until the client gives up.
+#[test]
+fn a_pipelined_request_decrypted_behind_a_body_is_served() {
+    let ca = TestCa::new();
+    let leaf = site(&ca);
+    let backend = Backend::hello("ok");
+    for buffering in ["on", "off"] {
+        let (_lb, tls) =
+            start_tls_balancer(&[&backend], &[&leaf], &["--request-buffering", buffering]);
+        let mut conn = TlsClient::new(&ca)
+            .connect(tls, "localhost")
+            .expect("a handshake");
+        let body = vec![b'x'; 6000];
+        let mut both =
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 6000\r\n\r\n".to_vec();
+        both.extend_from_slice(&body);
+        both.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        conn.send(&both);
+        assert_eq!(conn.response().status, 200, "request buffering {buffering}");
+        assert_eq!(conn.response().status, 200, "request buffering {buffering}");
+    }
+    let seen: Vec<(String, usize)> = backend
+        .requests()
+        .into_iter()
+        .map(|r| (r.target, r.body.len()))
+        .collect();
+    let one = [("/upload".to_string(), 6000), ("/next".to_string(), 0)];
+    assert_eq!(seen, [one.clone(), one].concat());
+}
+
 #[test]
 fn sni_picks_the_certificate_and_no_sni_gets_the_first() {
     let ca = TestCa::new();
@@ -398,6 +430,53 @@ fn a_trickled_client_hello_is_cut_off_at_the_handshake_deadline() {
     let finished = dripper.join().unwrap();
     assert!(ending.is_closed(), "a trickling handshake was not cut off");
     assert!(!finished, "the whole trickled ClientHello was taken");
+}
+
+/// The ClientHello in records of a few bytes each: every record is whole, so each one
+/// goes to a worker and back to the waiting room, and only a deadline for the whole
+/// handshake (not one per wait) stops it.
+#[test]
+fn a_client_hello_in_many_small_records_is_cut_off_at_the_handshake_deadline() {
+    let ca = TestCa::new();
+    let leaf = site(&ca);
+    let backend = Backend::hello("ok");
+    let (_lb, tls) = start_tls_balancer(&[&backend], &[&leaf], &["--client-timeout", "1s"]);
+    let hello = TlsClient::new(&ca).client_hello("localhost");
+    // The handshake message, after the first record's 5-byte header, 4 bytes a record.
+    let message = hello[5..].to_vec();
+    let mut c = Client::connect(tls);
+    let mut writer = c.stream().try_clone().unwrap();
+    let cut_off = Arc::new(AtomicBool::new(false));
+    // 50 records and more, one every 60 ms: 3 s and more in all, each pause far below 1 s.
+    assert!(
+        message.len() / 4 > 50,
+        "a ClientHello of {} bytes",
+        hello.len()
+    );
+    let dripper = {
+        let cut_off = cut_off.clone();
+        thread::spawn(move || {
+            for piece in message.chunks(4) {
+                let record = [&[22, 3, 1, 0, piece.len() as u8][..], piece].concat();
+                if cut_off.load(Ordering::SeqCst) || writer.write_all(&record).is_err() {
+                    return false;
+                }
+                thread::sleep(Duration::from_millis(60));
+            }
+            true
+        })
+    };
+    let (_, ending) = c.rest();
+    cut_off.store(true, Ordering::SeqCst);
+    let finished = dripper.join().unwrap();
+    assert!(
+        ending.is_closed(),
+        "a handshake in small records was not cut off"
+    );
+    assert!(
+        !finished,
+        "the whole ClientHello was taken, record by record"
+    );
 }
 
 #[test]
