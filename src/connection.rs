@@ -13,6 +13,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::access_log::Entry;
 use crate::client::{Client, Gathering};
+use crate::error::ProxyError;
 use crate::http1::{Gather, Gathered, HeadProgress, RequestHead};
 use crate::outbox;
 use crate::pool::Backlog;
@@ -95,24 +96,9 @@ pub fn serve(
                 // Closed, or idle and silent: not a request, nothing to answer or log.
                 Ok(None) => return,
                 Err(err) => {
-                    // After a bad head the rest of the stream cannot be trusted: answer,
-                    // close once the client has read the answer, not with a reset.
-                    let mut entry = Entry::unread(client.conn.peer(), started, queue_wait);
-                    let refusal = Refusal {
-                        error: &err,
-                        extra: &[],
-                        keep_alive: false,
-                    };
-                    refuse::answer(
-                        &shared.tally,
-                        &mut client.conn,
-                        &mut scratch.out,
-                        refusal,
-                        &mut entry,
-                        None,
-                    );
-                    shared.waiting_room.linger(client);
-                    return;
+                    // After a bad head the rest of the stream cannot be trusted.
+                    let entry = Entry::unread(client.conn.peer(), started, queue_wait);
+                    return refuse_and_close(shared, scratch, client, &err, entry);
                 }
             },
         };
@@ -248,7 +234,6 @@ fn handshake(
     scratch: &mut Scratch,
     mut client: Client,
 ) -> Option<Client> {
-    use crate::error::ProxyError;
     use crate::tls_session::{Failure, Step};
     loop {
         match client.conn.handshake() {
@@ -271,21 +256,8 @@ fn handshake(
             }
             Step::Failed(Failure::NotTls) => {
                 let err = ProxyError::BadRequest("plain HTTP sent to an HTTPS port");
-                let mut entry = Entry::unread(client.conn.peer(), Instant::now(), Duration::ZERO);
-                let refusal = Refusal {
-                    error: &err,
-                    extra: &[],
-                    keep_alive: false,
-                };
-                refuse::answer(
-                    &shared.tally,
-                    &mut client.conn,
-                    &mut scratch.out,
-                    refusal,
-                    &mut entry,
-                    None,
-                );
-                shared.waiting_room.linger(client);
+                let entry = Entry::unread(client.conn.peer(), Instant::now(), Duration::ZERO);
+                refuse_and_close(shared, scratch, client, &err, entry);
                 return None;
             }
             // The session counts why; rustls has said it to the client in an alert.
@@ -301,6 +273,26 @@ fn handshake(
         }
         HeadProgress::Closed => None,
     }
+}
+
+/// Answers a connection that cannot go on with `err`'s status (logged and counted with
+/// `entry`), then lets it linger in the waiting room until the client has read the
+/// answer: closed then, not reset.
+fn refuse_and_close(
+    shared: &Shared,
+    scratch: &mut Scratch,
+    mut client: Client,
+    err: &ProxyError,
+    mut entry: Entry<'_>,
+) {
+    let refusal = Refusal {
+        error: err,
+        extra: &[],
+        keep_alive: false,
+    };
+    let (tally, out) = (&shared.tally, &mut scratch.out);
+    refuse::answer(tally, &mut client.conn, out, refusal, &mut entry, None);
+    shared.waiting_room.linger(client);
 }
 
 /// Waits at most `wait` for the socket to have something to read (data, or a close).
