@@ -373,8 +373,20 @@ impl Room {
         }
     }
 
-    /// Closes the tunnels in which no byte moved for `--tunnel-idle-timeout`.
+    /// Closes the tunnels in which no byte moved for `--tunnel-idle-timeout`, and gives
+    /// back the buffers of those quiet for a sweep, so that an idle tunnel costs its two
+    /// sockets and no buffer.
     fn sweep(&mut self, now: Instant) {
+        for (_, open) in self.open.iter_mut() {
+            if now.duration_since(open.last) >= SWEEP {
+                if open.tunnel.up.is_empty() {
+                    open.tunnel.up = Vec::new();
+                }
+                if open.down.is_empty() {
+                    open.down = Vec::new();
+                }
+            }
+        }
         let idle: Vec<usize> = self
             .open
             .iter()
