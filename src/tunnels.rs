@@ -408,6 +408,7 @@ impl Room {
         self.counts.close(Some(reason));
         let log = &open.tunnel.log;
         let backend = open.tunnel.held.backend();
+        let tls = open.tunnel.client.conn.tls_info();
         let entry = Entry {
             backend: Some(backend.upstream.addr()),
             request: Some(RequestLine {
@@ -418,6 +419,8 @@ impl Room {
             status: 101,
             bytes: open.down_bytes,
             request_id: log.request_id.as_ref(),
+            tls: tls.version,
+            sni: tls.server_name,
             tunnel: Some(TunnelEnd {
                 bytes_up: open.up_bytes,
                 closed_by: TUNNEL_CLOSES[reason],
