@@ -63,6 +63,9 @@ pub struct Sources {
     pub handshakes: Arc<Handshakes>,
     /// The Upgrade tunnels (`metrics::Tunnels` says who writes them).
     pub tunnels: Arc<Tunnels>,
+    /// Connections closed for their PROXY header (`proxy_protocol::Refusals` says who
+    /// writes them).
+    pub proxy_refusals: Arc<crate::proxy_protocol::Refusals>,
     pub started: Instant,
     /// Where the configuration came from, in words.
     pub config_source: String,

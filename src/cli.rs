@@ -34,6 +34,18 @@ pub struct Args {
     #[argh(switch)]
     pub https_redirect: bool,
 
+    /// every connection to every listener starts with a PROXY protocol header (v1 or v2,
+    /// as HAProxy and cloud L4 balancers send it), whose client address is the client for
+    /// everything; only from a --trusted-proxy (default: off)
+    #[argh(switch)]
+    pub proxy_protocol: bool,
+
+    /// a proxy (L4 balancer, CDN) allowed to say who the client is, as an address or
+    /// CIDR (10.0.0.0/8); repeat for more: its PROXY headers are believed, and so is the
+    /// X-Forwarded-For of its requests (default: none)
+    #[argh(option)]
+    pub trusted_proxy: Vec<String>,
+
     /// a backend as host:port, http://host:port or https://host:port, optionally with ",weight=N" (1-1000)
     /// and ",backup" (used only while no other backend is up); repeat for each backend
     /// (default: 127.0.0.1:8081 and 127.0.0.1:8082)

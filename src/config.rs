@@ -54,6 +54,11 @@ pub struct Config {
     /// `--https-redirect`: plain listeners answer every request with 308 to https.
     /// Never set without a plain listener.
     pub https_redirect: bool,
+    /// `--proxy-protocol`: every connection starts with a PROXY header. Never set
+    /// without a trusted proxy.
+    pub proxy_protocol: bool,
+    /// `--trusted-proxy`: who may say who the client is (proxy_protocol.rs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Never empty: `from_cli` falls back to DEFAULT_BACKENDS.
     pub backends: Vec<BackendSpec>,
     /// True when `backends` came from DEFAULT_BACKENDS (said in the startup line).
@@ -202,6 +207,8 @@ impl Config {
             tls_listen: listeners.tls_listen,
             listener_tls: listeners.listener_tls,
             https_redirect: listeners.https_redirect,
+            proxy_protocol: listeners.proxy_protocol,
+            trusted_proxies: listeners.trusted_proxies,
             backends,
             default_backends,
             backend_tls,

@@ -62,6 +62,8 @@ keys! {
     tls_cert: List,
     tls_key: List,
     https_redirect: Switch,
+    proxy_protocol: Switch,
+    trusted_proxy: List,
     backend_ca: Value,
     backend_cert: Value,
     backend_key: Value,

@@ -59,6 +59,7 @@ pub mod outbox;
 pub mod pem;
 pub mod pool;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod redirect;
 pub mod refuse;
 pub mod relay;

@@ -309,6 +309,11 @@ pub const TUNNEL_BYTES: Family = family(
     "counter",
     "Bytes relayed through tunnels, by direction: up (client to backend) and down.",
 );
+pub const PROXY_REFUSED: Family = family(
+    "roundhouse_proxy_protocol_refused_total",
+    "counter",
+    "Connections closed for their PROXY header, by reason: untrusted (not from a --trusted-proxy), malformed (missing or bad).",
+);
 pub const BACKEND_UP: Family = family(
     "roundhouse_backend_up",
     "gauge",

@@ -22,6 +22,7 @@ use crate::headers;
 use crate::health::Health;
 use crate::http1::{ClientConn, Framing, RequestHead};
 use crate::metrics::Tunnels;
+use crate::proxy_protocol::Trusted;
 use crate::refuse::{self, Refusal, Tally};
 use crate::relay::{Relayed, Wanted, relay};
 use crate::request_id::{self, X_REQUEST_ID};
@@ -63,6 +64,8 @@ pub struct Proxy {
     timeout: Duration,
     tunnels: Arc<Tunnels>,
     max_tunnels: usize,
+    /// `--trusted-proxy`: whose X-Forwarded-For says who the client is.
+    trusted: Trusted,
 }
 
 impl Proxy {
@@ -93,6 +96,7 @@ impl Proxy {
             timeout: config.timeout,
             tunnels,
             max_tunnels: config.max_tunnels,
+            trusted: Trusted::new(config.trusted_proxies.clone()),
         }
     }
 }
@@ -221,7 +225,11 @@ pub fn handle(
 /// and what its log line will need.
 struct Request {
     head: RequestHead,
+    /// The connection's peer (the client, or what the PROXY header said it is).
     peer: SocketAddr,
+    /// Who the client is for the pick, the limits and the log: `peer`, or from a
+    /// `--trusted-proxy` peer the client its X-Forwarded-For names (port 0: unknown).
+    client: SocketAddr,
     started: Instant,
     queue_wait: Duration,
     /// Kept for the combined and json log lines only.
@@ -258,9 +266,14 @@ fn prepare(
         .then(|| request_id::take_or_make(&mut head.headers));
     let tls = conn.tls_info();
     let logged = proxy.tally.wants_client_fields();
+    let client = match proxy.trusted.client(conn.peer().ip(), &head.headers) {
+        ip if ip == conn.peer().ip() => conn.peer(),
+        ip => SocketAddr::new(ip, 0),
+    };
     Request {
         head,
         peer: conn.peer(),
+        client,
         tls: conn.is_tls(),
         tls_version: tls.version,
         sni: tls.server_name.filter(|_| logged).map(Box::from),
@@ -293,7 +306,7 @@ impl Request {
     /// The log line's entry so far: everything but the status and the bytes sent.
     fn entry(&self, attempts: &Attempts<'_>) -> Entry<'_> {
         Entry {
-            peer: self.peer,
+            peer: self.client,
             backend: attempts.last.map(|b| b.upstream.addr()),
             request: Some(RequestLine {
                 method: self.head.method.as_str(),
@@ -337,6 +350,7 @@ fn send<'p>(
     let Request {
         head,
         peer,
+        client,
         started,
         tls,
         ..
@@ -354,7 +368,7 @@ fn send<'p>(
     }
     // The pick sees the request as the client sent it, before the header policy.
     let candidates = balancer.candidates(&PickContext {
-        client: peer.ip(),
+        client: client.ip(),
         path,
         headers: &head.headers,
     });

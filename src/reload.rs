@@ -179,6 +179,8 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
         listen,
         tls_listen,
         https_redirect,
+        proxy_protocol,
+        trusted_proxies,
         // What a reload applies: the listeners' certificates are read again on every
         // SIGHUP (signals.rs), so new paths are taken too...
         listener_tls: _,
@@ -213,6 +215,11 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
         ("listen", *listen != running.listen),
         ("tls_listen", *tls_listen != running.tls_listen),
         ("https_redirect", *https_redirect != running.https_redirect),
+        ("proxy_protocol", *proxy_protocol != running.proxy_protocol),
+        (
+            "trusted_proxies",
+            *trusted_proxies != running.trusted_proxies,
+        ),
         ("backend_tls", *backend_tls != running.backend_tls),
         ("workers", *workers != running.workers),
         ("queue", *queue != running.queue),

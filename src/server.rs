@@ -25,6 +25,7 @@ use crate::listener::{self, Limit};
 use crate::metrics::{Handshakes, Stats, Tunnels};
 use crate::pool::{Pool, Sizes};
 use crate::proxy::{Proxy, Scratch};
+use crate::proxy_protocol::{self, Trusted};
 use crate::redirect::Redirect;
 use crate::refuse::Tally;
 use crate::reload::Control;
@@ -153,6 +154,7 @@ pub fn start(config: Config) -> io::Result<Running> {
     let started = Instant::now();
     raise_open_files_limit(&config);
     let handshakes = Arc::new(Handshakes::default());
+    let proxy_refusals = Arc::new(proxy_protocol::Refusals::default());
     let (certificates, tls) = tls_accepting(&config, &handshakes);
     let mut listeners = Vec::new();
     for (addrs, accepting, flag) in [
@@ -259,6 +261,7 @@ pub fn start(config: Config) -> io::Result<Running> {
                 connections: limit.clone(),
                 handshakes: handshakes.clone(),
                 tunnels: tunnel_counts,
+                proxy_refusals: proxy_refusals.clone(),
                 started,
                 config_source: match &config.config_file {
                     Some(path) => format!("file {}", path.display()),
@@ -280,6 +283,10 @@ pub fn start(config: Config) -> io::Result<Running> {
     };
 
     let client_timeout = config.client_timeout;
+    // `--proxy-protocol`: who may send a PROXY header, and the count of those refused.
+    let proxy_header = config
+        .proxy_protocol
+        .then(|| Trusted::new(config.trusted_proxies.clone()));
     let mut handles = Vec::new();
     for (listener, accepting) in listeners {
         handles.push(listener.try_clone()?);
@@ -289,6 +296,7 @@ pub fn start(config: Config) -> io::Result<Running> {
             waiting_room.clone(),
             refuse.clone(),
         );
+        let (proxy_header, proxy_refusals) = (proxy_header.clone(), proxy_refusals.clone());
         thread::Builder::new()
             .name("acceptor".into())
             .spawn(move || {
@@ -297,6 +305,13 @@ pub fn start(config: Config) -> io::Result<Running> {
                         return;
                     };
                     let mut client = Client::new(stream, peer, slot, client_timeout).over(wire);
+                    if let Some(trusted) = &proxy_header {
+                        // Anyone else could claim to be anyone.
+                        if !trusted.contains(peer.ip()) {
+                            return proxy_refusals.record_untrusted();
+                        }
+                        client.conn.expect_proxy_header(proxy_refusals.clone());
+                    }
                     // One read that never waits: most clients send their request (or
                     // their TLS ClientHello) with the connection, and TCP_DEFER_ACCEPT
                     // lets the kernel hold those that do not for a moment, so most go

@@ -114,6 +114,13 @@ pub fn render(sources: &Sources) -> String {
         let _ = writeln!(out, "{name}{{direction=\"{direction}\"}} {count}");
     }
 
+    header(&mut out, &metrics::PROXY_REFUSED);
+    let (untrusted, malformed) = sources.proxy_refusals.counts();
+    for (reason, count) in [("untrusted", untrusted), ("malformed", malformed)] {
+        let name = metrics::PROXY_REFUSED.name;
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
+    }
+
     let pool = &sources.pool;
     let workers = pool.workers();
     gauge(&mut out, &metrics::QUEUE_DEPTH, pool.queued() as f64);

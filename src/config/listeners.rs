@@ -5,7 +5,9 @@
 //! checked here, once, by `tls_certs::load` (so `--check` checks them too); `server.rs`
 //! binds the addresses.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
 use std::path::PathBuf;
 #[cfg(feature = "tls")]
 use std::sync::Arc;
@@ -53,6 +55,8 @@ pub(super) struct Listeners {
     pub tls_listen: Vec<SocketAddr>,
     pub listener_tls: ListenerTls,
     pub https_redirect: bool,
+    pub proxy_protocol: bool,
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Listeners {
@@ -119,6 +123,17 @@ pub(super) fn listeners(args: &Args) -> Result<Listeners, ConfigError> {
         ));
     }
     distinct(&plain, &tls)?;
+    let trusted_proxies = args
+        .trusted_proxy
+        .iter()
+        .map(|typed| trusted_proxy(typed))
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.proxy_protocol && trusted_proxies.is_empty() {
+        return Err(ConfigError::new(
+            "--proxy-protocol",
+            "needs --trusted-proxy: the PROXY headers of which peers to believe",
+        ));
+    }
 
     let pairs: Vec<CertPair> = args
         .tls_cert
@@ -144,7 +159,23 @@ pub(super) fn listeners(args: &Args) -> Result<Listeners, ConfigError> {
             certs,
         },
         https_redirect: args.https_redirect,
+        proxy_protocol: args.proxy_protocol,
+        trusted_proxies,
     })
+}
+
+/// One `--trusted-proxy`: a CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address.
+fn trusted_proxy(typed: &str) -> Result<IpNet, ConfigError> {
+    let typed = typed.trim();
+    typed
+        .parse::<IpNet>()
+        .or_else(|_| typed.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            ConfigError::new(
+                "--trusted-proxy",
+                format!("'{typed}' is not an address or a CIDR such as 10.0.0.0/8"),
+            )
+        })
 }
 
 /// Without the tls cargo feature, the flags that need it are refused, the first given.
@@ -269,6 +300,27 @@ mod tests {
             (flag.as_str(), message.as_str()),
             ("--listen", "'nohost' is not host:port")
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_cidrs_and_proxy_protocol_needs_one() {
+        let c = Config::from_args(&[
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "192.0.2.7",
+            "--proxy-protocol",
+        ])
+        .unwrap();
+        assert!(c.proxy_protocol);
+        let nets: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32"]);
+        let (flag, message) = refused(&["--proxy-protocol"]);
+        assert_eq!(flag, "--proxy-protocol");
+        assert!(message.contains("--trusted-proxy"), "{message}");
+        let (flag, message) = refused(&["--trusted-proxy", "10.0.0.0/33"]);
+        assert_eq!(flag, "--trusted-proxy");
+        assert!(message.contains("10.0.0.0/33"), "{message}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::body::BodyReader;
 use super::request::{self, Framing, RequestHead};
 use crate::error::ProxyError;
 use crate::outbox::{self, Outbox};
+use crate::proxy_protocol::{self, Parsed};
 use crate::spill::Spill;
 #[cfg(feature = "tls")]
 use crate::tls_session::{self, Failure, Step};
@@ -24,6 +25,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::net::{RecvFlags, recv};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The buffer's starting size: enough for a typical head and a small body.
@@ -46,6 +48,9 @@ pub struct ClientConn {
     /// How far `fill_head` has scanned the pending head for its end, so that a head
     /// arriving in pieces is scanned once, not once per piece.
     scanned: usize,
+    /// `--proxy-protocol`: a PROXY header is due before anything else; where a missing
+    /// or malformed one is counted.
+    proxy_header: Option<Arc<proxy_protocol::Refusals>>,
 }
 
 /// How far the next request head has come, as `fill_head` finds it.
@@ -77,7 +82,14 @@ impl ClientConn {
             max_head,
             unread_body: false,
             scanned: 0,
+            proxy_header: None,
         }
+    }
+
+    /// The connection starts with a PROXY header (`--proxy-protocol`): `fill_head` reads
+    /// it first, and its client becomes `peer`; `refusals` counts a bad one.
+    pub fn expect_proxy_header(&mut self, refusals: Arc<proxy_protocol::Refusals>) {
+        self.proxy_header = Some(refusals);
     }
 
     /// The same connection over `wire` (a TLS session whose handshake is due).
@@ -170,6 +182,12 @@ impl ClientConn {
         if self.unread_body {
             return HeadProgress::Closed;
         }
+        if self.proxy_header.is_some() {
+            match self.fill_proxy_header() {
+                HeadProgress::Ready => {}
+                waiting_or_closed => return waiting_or_closed,
+            }
+        }
         #[cfg(feature = "tls")]
         if self.wire.handshaking() {
             return self.fill_handshake();
@@ -198,6 +216,42 @@ impl ClientConn {
                     return HeadProgress::Waiting { started };
                 }
                 // Reset or failed: a client that is gone gets nothing forwarded.
+                Err(_) => return HeadProgress::Closed,
+            }
+        }
+    }
+
+    /// `fill_head` while a PROXY header is due: reads the client's bytes as they are
+    /// (before any TLS) until the header is whole (`Ready`: consumed, and `peer` is its
+    /// client), more may come (`Waiting`), or it is missing or malformed (`Closed`).
+    fn fill_proxy_header(&mut self) -> HeadProgress {
+        loop {
+            match proxy_protocol::parse(&self.buf[self.start..self.end]) {
+                Parsed::Header { len, client } => {
+                    self.consume(len);
+                    if let Some(client) = client {
+                        self.peer = client;
+                    }
+                    self.proxy_header = None;
+                    return HeadProgress::Ready;
+                }
+                Parsed::Malformed => {
+                    if let Some(refusals) = self.proxy_header.take() {
+                        refusals.record_malformed();
+                    }
+                    return HeadProgress::Closed;
+                }
+                Parsed::Incomplete => {}
+            }
+            self.make_room(self.max_head.max(proxy_protocol::MAX_HEADER));
+            let end = self.end;
+            match recv(&self.stream, &mut self.buf[end..], RecvFlags::DONTWAIT) {
+                Ok((_, 0)) => return HeadProgress::Closed,
+                Ok((_, n)) => self.end += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return HeadProgress::Waiting { started: true };
+                }
                 Err(_) => return HeadProgress::Closed,
             }
         }

@@ -145,12 +145,16 @@ fn exchange<'b>(
     attempts: &mut Attempts<'b>,
 ) -> Result<(&'b Backend, TcpStream, AnswerHead), ProxyError> {
     let Request {
-        head, peer, tls, ..
+        head,
+        peer,
+        client,
+        tls,
+        ..
     } = request;
     let protocols = head.upgrade.clone().expect("an upgrade request");
     let path = origin_form(&head.target, &mut head.headers)?.to_owned();
     let candidates = balancer.candidates(&PickContext {
-        client: peer.ip(),
+        client: client.ip(),
         path: &path,
         headers: &head.headers,
     });

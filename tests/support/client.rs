@@ -301,7 +301,11 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect to the balancer");
+        Client::from_stream(TcpStream::connect(addr).expect("connect to the balancer"))
+    }
+
+    /// A client on a connection the caller opened (from another loopback address...).
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         stream.set_write_timeout(Some(PATIENCE)).unwrap();
         let _ = stream.set_nodelay(true);

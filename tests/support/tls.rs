@@ -344,8 +344,13 @@ impl TlsClient {
     /// out after [`PATIENCE`]. A refused handshake is an error holding rustls's (see
     /// [`tls_error`]).
     pub fn connect(&self, addr: SocketAddr, name: &str) -> io::Result<TlsConn> {
+        self.over(TcpStream::connect(addr)?, name)
+    }
+
+    /// A handshake on a connection the caller opened (and may have written to first: a
+    /// PROXY header).
+    pub fn over(&self, mut sock: TcpStream, name: &str) -> io::Result<TlsConn> {
         let mut conn = self.start(name);
-        let mut sock = TcpStream::connect(addr)?;
         sock.set_read_timeout(Some(PATIENCE))?;
         sock.set_write_timeout(Some(PATIENCE))?;
         let _ = sock.set_nodelay(true);
