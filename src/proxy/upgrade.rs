@@ -111,6 +111,11 @@ pub fn upgrade(
         relay_answer(proxy, conn, scratch, &request, &attempts, stream, answer);
         return Upgraded::Answered;
     }
+    // Counted against its backend before the client hears of it: a least-conn pick
+    // that follows the client's next move already sees it.
+    let held = balancer
+        .hold(backend)
+        .expect("the backend is one of the balancer's");
     if let Err(err) = switch(conn, out, answer.headers) {
         proxy.tunnels.close(None);
         let err = ProxyError::ClientGone(err);
@@ -118,9 +123,6 @@ pub fn upgrade(
         return Upgraded::Answered;
     }
     proxy.tally.count_upgrade(backend, started.elapsed());
-    let held = balancer
-        .hold(backend)
-        .expect("the backend is one of the balancer's");
     let head = request.head;
     Upgraded::Switched(Switched {
         backend: stream,
