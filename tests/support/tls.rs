@@ -272,14 +272,23 @@ pub fn start_tls_balancer(
     certs: &[&Leaf],
     extra: &[&str],
 ) -> (Balancer, SocketAddr) {
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    start_tls_balancer_on(&addrs, certs, extra)
+}
+
+/// Like [`start_tls_balancer`], with backend addresses (backends of other kinds).
+pub fn start_tls_balancer_on(
+    backends: &[SocketAddr],
+    certs: &[&Leaf],
+    extra: &[&str],
+) -> (Balancer, SocketAddr) {
     let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"]
         .map(String::from)
         .into();
     for leaf in certs {
         args.extend(leaf.tls_args());
     }
-    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    args.extend(balancer_args(&addrs, extra));
+    args.extend(balancer_args(backends, extra));
     let lb = start_balancer_with(&args);
     let tls = lb.tls_addrs();
     assert_eq!(tls.len(), 1, "one TLS listener: {tls:?}");
@@ -344,6 +353,18 @@ impl TlsClient {
     /// out after [`PATIENCE`]. A refused handshake is an error holding rustls's (see
     /// [`tls_error`]).
     pub fn connect(&self, addr: SocketAddr, name: &str) -> io::Result<TlsConn> {
+        Ok(TlsConn {
+            reader: ResponseReader::new(self.connect_stream(addr, name)?),
+        })
+    }
+
+    /// Like [`TlsClient::connect`], the bare stream: for a client of another protocol
+    /// (WebSocket) over TLS.
+    pub fn connect_stream(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+    ) -> io::Result<StreamOwned<ClientConnection, TcpStream>> {
         let mut conn = self.start(name);
         let mut sock = TcpStream::connect(addr)?;
         sock.set_read_timeout(Some(PATIENCE))?;
@@ -351,9 +372,7 @@ impl TlsClient {
         let _ = sock.set_nodelay(true);
         conn.complete_io(&mut sock)?;
         assert!(!conn.is_handshaking(), "complete_io returned mid-handshake");
-        Ok(TlsConn {
-            reader: ResponseReader::new(StreamOwned::new(conn, sock)),
-        })
+        Ok(StreamOwned::new(conn, sock))
     }
 
     /// What this client sends first for `name`: a whole ClientHello, as TLS records.
