@@ -48,6 +48,17 @@ pub struct Entry<'a> {
     pub tls: Option<&'static str>,
     /// The name its client asked for in the handshake (SNI).
     pub sni: Option<&'a str>,
+    /// A tunnel's line (written when it closes; `bytes` are those to the client).
+    pub tunnel: Option<TunnelEnd>,
+}
+
+/// What a tunnel's line adds: the bytes the other way, and who ended it.
+#[derive(Clone, Copy, Debug)]
+pub struct TunnelEnd {
+    /// From the client to the backend.
+    pub bytes_up: u64,
+    /// `metrics::TUNNEL_CLOSES`: client, backend, idle, shutdown, error.
+    pub closed_by: &'static str,
 }
 
 /// The request line as the client sent it.
@@ -76,6 +87,7 @@ impl Entry<'_> {
             retries: 0,
             tls: None,
             sni: None,
+            tunnel: None,
         }
     }
 }
@@ -176,6 +188,8 @@ impl AccessLog {
                     "retries": e.retries,
                     "tls": e.tls,
                     "sni": e.sni,
+                    "bytes_up": e.tunnel.map(|t| t.bytes_up),
+                    "closed_by": e.tunnel.map(|t| t.closed_by),
                     "termination": termination,
                     "error": error.map(|err| err.to_string()),
                 });

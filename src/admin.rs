@@ -31,7 +31,7 @@ use crate::client::Client;
 use crate::config::{MAX_HEAD, WEIGHT_RULE, Weight};
 use crate::http1::{ClientConn, RequestHead, ResponseBody, ResponseHead, write_error, write_head};
 use crate::listener::Limit;
-use crate::metrics::{Handshakes, Stats};
+use crate::metrics::{Handshakes, Stats, Tunnels};
 use crate::pool::Pool;
 use crate::reload::Control;
 use crate::wire::Accepting;
@@ -61,6 +61,8 @@ pub struct Sources {
     pub connections: Arc<Limit>,
     /// The TLS listeners' handshakes (`tls_session::Session` counts them).
     pub handshakes: Arc<Handshakes>,
+    /// The Upgrade tunnels (`metrics::Tunnels` says who writes them).
+    pub tunnels: Arc<Tunnels>,
     pub started: Instant,
     /// Where the configuration came from, in words.
     pub config_source: String,

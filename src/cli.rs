@@ -111,6 +111,17 @@ pub struct Args {
     #[argh(option, default = "String::from(\"60s\")")]
     pub idle_timeout: String,
 
+    /// upgrade tunnels (WebSocket...) open at once; beyond it, new upgrade requests get
+    /// 503; 0 refuses every upgrade; tunnels also count against --max-connections
+    /// (default: 10000)
+    #[argh(option, default = "10000")]
+    pub max_tunnels: usize,
+
+    /// a tunnel with no byte either way for this long is closed, both sides; at least
+    /// 1s (default: 10m)
+    #[argh(option, default = "String::from(\"10m\")")]
+    pub tunnel_idle_timeout: String,
+
     /// largest request body accepted, e.g. 512k, 10MiB, 1G; larger gets 413
     /// (default: off, no limit)
     #[argh(option)]

@@ -30,10 +30,13 @@ pub use strategy::{HashKey, STRATEGIES, Strategy, StrategyKind, StrategyName};
 
 use backend::parse_backend;
 use listeners::Listeners;
-use values::{duration, nonzero, parse_size, resolve};
+use values::{duration, duration_at_least, nonzero, parse_size, resolve};
 
 /// Largest request head (request line and header fields) accepted; more gets 431.
 pub const MAX_HEAD: usize = 32 * 1024;
+
+/// The shortest `--tunnel-idle-timeout`: tunnels are timed to the second.
+pub const MIN_TUNNEL_IDLE: Duration = Duration::from_secs(1);
 
 /// The backends used when no `--backend` is given: the blog's two.
 pub const DEFAULT_BACKENDS: [&str; 2] = ["127.0.0.1:8081", "127.0.0.1:8082"];
@@ -67,6 +70,13 @@ pub struct Config {
     pub timeout: Duration,
     pub client_timeout: Duration,
     pub idle_timeout: Duration,
+    /// `--max-tunnels`: Upgrade tunnels open at once; beyond it an upgrade request gets
+    /// 503, and 0 refuses every one. A tunnel's client connection also counts against
+    /// `max_connections`.
+    pub max_tunnels: usize,
+    /// `--tunnel-idle-timeout`: a tunnel with no byte either way for this long is closed,
+    /// both sides. Never under MIN_TUNNEL_IDLE.
+    pub tunnel_idle_timeout: Duration,
     pub max_body: Option<u64>,
     /// `--request-buffering`: request bodies are read whole on the event side before a
     /// worker forwards them.
@@ -208,6 +218,12 @@ impl Config {
             timeout: duration("--timeout", &args.timeout)?,
             client_timeout: duration("--client-timeout", &args.client_timeout)?,
             idle_timeout: duration("--idle-timeout", &args.idle_timeout)?,
+            max_tunnels: args.max_tunnels,
+            tunnel_idle_timeout: duration_at_least(
+                "--tunnel-idle-timeout",
+                &args.tunnel_idle_timeout,
+                MIN_TUNNEL_IDLE,
+            )?,
             grace: duration("--grace", &args.grace)?,
             config_file: args.config.as_ref().map(PathBuf::from),
             max_body: match &args.max_body {
@@ -418,6 +434,38 @@ mod tests {
             let err = Config::from_args(args).unwrap_err().to_string();
             assert!(err.starts_with(flag), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn tunnel_limits_default_to_10000_and_10m_and_idle_is_at_least_a_second() {
+        let c = Config::from_args(&[]).unwrap();
+        assert_eq!(c.max_tunnels, 10_000);
+        assert_eq!(c.tunnel_idle_timeout, Duration::from_secs(600));
+        let c = Config::from_args(&["--max-tunnels", "0", "--tunnel-idle-timeout", "1s"]).unwrap();
+        assert_eq!(c.max_tunnels, 0);
+        assert_eq!(c.tunnel_idle_timeout, MIN_TUNNEL_IDLE);
+        let c = Config::from_args(&["--tunnel-idle-timeout", "1h 30m"]).unwrap();
+        assert_eq!(c.tunnel_idle_timeout, Duration::from_secs(90 * 60));
+        for (args, line) in [
+            (
+                &["--tunnel-idle-timeout", "0s"][..],
+                "--tunnel-idle-timeout: '0s' must be at least 1s",
+            ),
+            (
+                &["--tunnel-idle-timeout", "500ms"],
+                "--tunnel-idle-timeout: '500ms' must be at least 1s",
+            ),
+            (
+                &["--tunnel-idle-timeout", "10x"],
+                "--tunnel-idle-timeout: '10x' is not a duration (examples: 500ms, 2s, 1m)",
+            ),
+        ] {
+            let err = Config::from_args(args).unwrap_err();
+            assert_eq!(err.flag(), Some("--tunnel-idle-timeout"));
+            assert_eq!(err.to_string(), line);
+        }
+        let err = Config::from_args(&["--max-tunnels", "-1"]).unwrap_err();
+        assert_eq!(err.flag(), Some("--max-tunnels"));
     }
 
     #[test]

@@ -76,6 +76,8 @@ keys! {
     timeout: Value,
     client_timeout: Value,
     idle_timeout: Value,
+    max_tunnels: Value,
+    tunnel_idle_timeout: Value,
     max_body: Value,
     request_buffering: Value,
     buffer_memory: Value,
@@ -732,6 +734,18 @@ address = "127.0.0.1:9002,weight=2"
         assert!(
             problems[0].starts_with("rh.toml:3: tls_key: 2 --tls-cert but 1 --tls-key given"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_tunnel_keys_are_the_tunnel_flags() {
+        let c = load_str("max_tunnels = 0\ntunnel_idle_timeout = \"90s\"\n", &[]).unwrap();
+        assert_eq!(c.max_tunnels, 0);
+        assert_eq!(c.tunnel_idle_timeout, Duration::from_secs(90));
+        let problems = load_str("workers = 2\ntunnel_idle_timeout = \"500ms\"\n", &[]).unwrap_err();
+        assert_eq!(
+            problems,
+            ["rh.toml:2: tunnel_idle_timeout: '500ms' must be at least 1s"]
         );
     }
 

@@ -17,10 +17,11 @@ use crate::error::ProxyError;
 use crate::http1::{Gather, Gathered, HeadProgress, RequestHead};
 use crate::outbox;
 use crate::pool::Backlog;
-use crate::proxy::{self, Body, Next, Proxy, Scratch};
+use crate::proxy::{self, Body, Next, Proxy, Scratch, Upgraded};
 use crate::redirect::Redirect;
 use crate::refuse::{self, Refusal, Tally};
 use crate::shutdown::Shutdown;
+use crate::tunnels::TunnelRoom;
 use crate::waiting_room::WaitingRoom;
 
 /// How long a worker waits for the next request on a connection it just served before
@@ -44,6 +45,8 @@ pub struct Shared {
     /// Once begun, a served connection is closed rather than parked.
     pub shutdown: Arc<Shutdown>,
     pub waiting_room: WaitingRoom,
+    /// Where a connection goes once its upgrade is accepted (`101`).
+    pub tunnels: TunnelRoom,
     /// `--request-buffering`: a request body is gathered whole before it is forwarded.
     pub request_buffering: bool,
     /// `--max-body`, which a gathered body is held to.
@@ -102,6 +105,18 @@ pub fn serve(
                 }
             },
         };
+        if head.upgrade.is_some() && (shared.redirect.is_none() || client.conn.is_tls()) {
+            // A tunnel: the worker's part is the exchange up to the backend's answer.
+            let proxy = &shared.proxy;
+            let upgraded =
+                proxy::upgrade(proxy, &mut client.conn, head, scratch, started, queue_wait);
+            match upgraded {
+                Upgraded::Switched(switched) => shared.tunnels.carry(switched.with(client)),
+                // Answered and closing: the client may still be sending.
+                Upgraded::Answered => shared.waiting_room.linger(client),
+            }
+            return;
+        }
         let (next, unsent) = match (&shared.redirect, &body) {
             // A body that failed is answered as the error it is.
             (Some(redirect), Body::Streamed | Body::Buffered(_)) if !client.conn.is_tls() => {

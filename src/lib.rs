@@ -75,6 +75,7 @@ pub mod tls_certs;
 #[cfg(feature = "tls")]
 pub mod tls_session;
 pub mod trace;
+pub mod tunnels;
 pub mod upstream;
 pub mod waiting_room;
 pub mod wire;

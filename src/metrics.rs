@@ -129,6 +129,78 @@ impl Stats {
     }
 }
 
+/// The `reason` label values of `roundhouse_tunnels_closed_total`, in the order of
+/// `tunnel::Closed`.
+pub const TUNNEL_CLOSES: [&str; 5] = ["client", "backend", "idle", "shutdown", "error"];
+
+/// The Upgrade tunnels (tunnel/): open now, opened, closed by reason, bytes each way.
+/// `try_open` (a worker taking a place under `--max-tunnels`) and `close` (the tunnel
+/// thread, or a worker whose upgrade did not happen) are the only writers of `open`;
+/// the tunnel thread alone writes the rest.
+#[derive(Debug, Default)]
+pub struct Tunnels {
+    open: AtomicU64,
+    opened: AtomicU64,
+    /// Indexed like `TUNNEL_CLOSES`.
+    closed: [AtomicU64; 5],
+    /// Client to backend, and backend to client.
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Tunnels {
+    /// Takes a place for one more tunnel if fewer than `max` are open.
+    pub fn try_open(&self, max: usize) -> bool {
+        // Relaxed: a count compared and changed in one atomic step; it orders nothing else.
+        self.open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < max as u64).then_some(open + 1)
+            })
+            .is_ok()
+    }
+
+    /// The place taken by `try_open` is given back: the tunnel ended (`reason`, an
+    /// index of `TUNNEL_CLOSES`), or it never opened (`None`).
+    pub fn close(&self, reason: Option<usize>) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(reason) = reason {
+            self.closed[reason].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A tunnel the event side took over.
+    pub fn record_opened(&self) {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bytes relayed: `up` from the client to the backend, `down` the other way.
+    pub fn record_bytes(&self, up: u64, down: u64) {
+        self.up.fetch_add(up, Ordering::Relaxed);
+        self.down.fetch_add(down, Ordering::Relaxed);
+    }
+
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    /// Closes by reason, indexed like `TUNNEL_CLOSES`.
+    pub fn closed(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.closed[i].load(Ordering::Relaxed))
+    }
+
+    /// (up, down) bytes so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.up.load(Ordering::Relaxed),
+            self.down.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// The `reason` label values of `roundhouse_tls_handshake_failures_total`, in the
 /// order of `tls_session::Failure`.
 pub const HANDSHAKE_FAILURES: [&str; 6] = [
@@ -216,6 +288,26 @@ pub const TLS_HANDSHAKE_FAILURES: Family = family(
     "roundhouse_tls_handshake_failures_total",
     "counter",
     "TLS handshakes that failed, by reason: protocol (no shared version, cipher or ALPN protocol), certificate (the client refused ours), timeout, not_tls (plain HTTP), closed (the client left), other.",
+);
+pub const TUNNELS_OPEN: Family = family(
+    "roundhouse_tunnels_open",
+    "gauge",
+    "Upgrade tunnels (WebSocket...) open now.",
+);
+pub const TUNNELS_OPENED: Family = family(
+    "roundhouse_tunnels_opened_total",
+    "counter",
+    "Upgrade tunnels opened (a 101 relayed).",
+);
+pub const TUNNELS_CLOSED: Family = family(
+    "roundhouse_tunnels_closed_total",
+    "counter",
+    "Upgrade tunnels closed, by reason: client or backend (that side closed first or failed), idle (--tunnel-idle-timeout), shutdown (the end of --grace), error.",
+);
+pub const TUNNEL_BYTES: Family = family(
+    "roundhouse_tunnel_bytes_total",
+    "counter",
+    "Bytes relayed through tunnels, by direction: up (client to backend) and down.",
 );
 pub const BACKEND_UP: Family = family(
     "roundhouse_backend_up",

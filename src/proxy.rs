@@ -21,6 +21,7 @@ use crate::error::ProxyError;
 use crate::headers;
 use crate::health::Health;
 use crate::http1::{ClientConn, Framing, RequestHead};
+use crate::metrics::Tunnels;
 use crate::refuse::{self, Refusal, Tally};
 use crate::relay::{Relayed, Wanted, relay};
 use crate::request_id::{self, X_REQUEST_ID};
@@ -30,6 +31,10 @@ use crate::spill::Spill;
 use crate::target::origin_form;
 use crate::trace::Attempts;
 use crate::upstream::{Reply, RequestBody};
+
+mod upgrade;
+
+pub use upgrade::{Switched, Upgraded, upgrade};
 
 /// What one request needs that outlives it: the backends and the request-level settings.
 /// Built once by `server.rs`; nothing changes it afterwards.
@@ -52,6 +57,12 @@ pub struct Proxy {
     retry: RetryConfig,
     /// Resends allowed over the last seconds (retry.rs).
     budget: Budget,
+    /// Upgrades (upgrade.rs): their own backend connections' timeouts, the tunnels open
+    /// (written through `Tunnels::try_open` here, and by the tunnel room) and their cap.
+    connect_timeout: Duration,
+    timeout: Duration,
+    tunnels: Arc<Tunnels>,
+    max_tunnels: usize,
 }
 
 impl Proxy {
@@ -65,6 +76,7 @@ impl Proxy {
         shutdown: Arc<Shutdown>,
         health: Arc<Health>,
         tally: Tally,
+        tunnels: Arc<Tunnels>,
     ) -> Proxy {
         Proxy {
             balancer,
@@ -77,6 +89,10 @@ impl Proxy {
                 || matches!(config.log, LogFormat::Combined | LogFormat::Json),
             retry: config.retry.clone(),
             budget: Budget::default(),
+            connect_timeout: config.connect_timeout,
+            timeout: config.timeout,
+            tunnels,
+            max_tunnels: config.max_tunnels,
         }
     }
 }
@@ -295,6 +311,7 @@ impl Request {
             retries: attempts.retries,
             tls: self.tls_version,
             sni: self.sni.as_deref(),
+            tunnel: None,
         }
     }
 }

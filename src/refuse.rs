@@ -8,6 +8,7 @@
 //! access-log line (`access_log.rs`) and its counters (`metrics.rs`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::balancer::Backend;
@@ -44,6 +45,18 @@ impl Tally {
         let backend_fault = error.is_some_and(ProxyError::backend_fault);
         stats.record(entry.status, entry.started.elapsed(), backend_fault);
         self.log.write(entry, error);
+    }
+
+    /// A tunnel's request, in two parts: counted when its `101` is relayed (`took`: from
+    /// its head to the `101`, so that tunnels do not stretch the request durations), and
+    /// its line written when the tunnel closes (`log_tunnel`).
+    pub fn count_upgrade(&self, backend: &Backend, took: Duration) {
+        backend.stats().record(101, took, false);
+    }
+
+    /// The line of a tunnel that closed, counted already by `count_upgrade`.
+    pub fn log_tunnel(&self, entry: &Entry<'_>) {
+        self.log.write(entry, None);
     }
 }
 

@@ -195,6 +195,8 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
         timeout,
         client_timeout,
         idle_timeout,
+        max_tunnels,
+        tunnel_idle_timeout,
         max_body,
         request_buffering,
         buffer_memory,
@@ -225,6 +227,11 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
         ("timeout", *timeout != running.timeout),
         ("client_timeout", *client_timeout != running.client_timeout),
         ("idle_timeout", *idle_timeout != running.idle_timeout),
+        ("max_tunnels", *max_tunnels != running.max_tunnels),
+        (
+            "tunnel_idle_timeout",
+            *tunnel_idle_timeout != running.tunnel_idle_timeout,
+        ),
         ("max_body", *max_body != running.max_body),
         (
             "request_buffering",
@@ -429,6 +436,15 @@ mod tests {
         // What needs a restart is left as it runs.
         assert_eq!(control.config().workers.get(), 2);
         assert_eq!(control.current().strategy_name(), "random");
+    }
+
+    #[test]
+    fn the_tunnel_limits_need_a_restart() {
+        let running = config(&["--backend", "127.0.0.1:9001"]);
+        let fewer = config(&["--backend", "127.0.0.1:9001", "--max-tunnels", "10"]);
+        assert_eq!(need_restart(&running, &fewer), ["max_tunnels"]);
+        let longer = config(&["--backend", "127.0.0.1:9001", "--tunnel-idle-timeout", "1h"]);
+        assert_eq!(need_restart(&running, &longer), ["tunnel_idle_timeout"]);
     }
 
     #[test]

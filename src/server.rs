@@ -22,7 +22,7 @@ use crate::error::ProxyError;
 use crate::health::{self, Health};
 use crate::http1::HeadProgress;
 use crate::listener::{self, Limit};
-use crate::metrics::{Handshakes, Stats};
+use crate::metrics::{Handshakes, Stats, Tunnels};
 use crate::pool::{Pool, Sizes};
 use crate::proxy::{Proxy, Scratch};
 use crate::redirect::Redirect;
@@ -30,6 +30,7 @@ use crate::refuse::Tally;
 use crate::reload::Control;
 use crate::shutdown::Shutdown;
 use crate::spill;
+use crate::tunnels::TunnelRoom;
 use crate::waiting_room::{Timeouts, WaitingRoom};
 use crate::wire::Accepting;
 
@@ -55,6 +56,8 @@ pub struct Running {
     /// Open client connections: shutdown waits for them to close.
     connections: Arc<Limit>,
     waiting_room: WaitingRoom,
+    /// Closed at the end of the grace: tunnels do not end by themselves.
+    tunnels: TunnelRoom,
     grace: Duration,
 }
 
@@ -129,6 +132,14 @@ impl Running {
         while self.connections.open() > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
+        if self.connections.open() > 0 {
+            // Tunnels never finish on their own: the grace is all they get.
+            self.tunnels.close();
+            let deadline = Instant::now() + Duration::from_millis(200);
+            while self.connections.open() > 0 && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
         match self.connections.open() {
             0 => eprintln!("roundhouse: stopped"),
             n => eprintln!("roundhouse: stopped after {grace} with {n} connections still open"),
@@ -171,12 +182,21 @@ pub fn start(config: Config) -> io::Result<Running> {
     let no_backend = Arc::new(Stats::default());
     let tally = Tally::new(AccessLog::new(config.log), no_backend.clone());
     let health = Arc::new(Health::new(config.health.clone()));
+    // Upgrade tunnels: counted by the workers that open them and the room that carries
+    // them, read by the admin interface.
+    let tunnel_counts = Arc::new(Tunnels::default());
+    let tunnels = TunnelRoom::start(
+        config.tunnel_idle_timeout,
+        tally.clone(),
+        tunnel_counts.clone(),
+    )?;
     let proxy = Proxy::new(
         &config,
         control.balancer(),
         shutdown.clone(),
         health.clone(),
         tally.clone(),
+        tunnel_counts.clone(),
     );
 
     let (waiting_room, room) = WaitingRoom::new(Timeouts {
@@ -188,6 +208,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         tally: tally.clone(),
         shutdown: shutdown.clone(),
         waiting_room: waiting_room.clone(),
+        tunnels: tunnels.clone(),
         request_buffering: config.request_buffering,
         max_body: config.max_body,
         redirect: config
@@ -237,6 +258,7 @@ pub fn start(config: Config) -> io::Result<Running> {
                 pool: pool.clone(),
                 connections: limit.clone(),
                 handshakes: handshakes.clone(),
+                tunnels: tunnel_counts,
                 started,
                 config_source: match &config.config_file {
                     Some(path) => format!("file {}", path.display()),
@@ -305,6 +327,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         certificates,
         connections: limit,
         waiting_room,
+        tunnels,
         grace: config.grace,
     })
 }

@@ -5,7 +5,9 @@
 use std::fmt::Write;
 
 use crate::balancer::Backend;
-use crate::metrics::{self, BUCKETS, CODE_CLASSES, Family, HANDSHAKE_FAILURES, Snapshot};
+use crate::metrics::{
+    self, BUCKETS, CODE_CLASSES, Family, HANDSHAKE_FAILURES, Snapshot, TUNNEL_CLOSES,
+};
 
 use super::Sources;
 
@@ -94,6 +96,22 @@ pub fn render(sources: &Sources) -> String {
     for (reason, count) in HANDSHAKE_FAILURES.iter().zip(handshakes.failed()) {
         let name = metrics::TLS_HANDSHAKE_FAILURES.name;
         let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
+    }
+
+    let tunnels = &sources.tunnels;
+    gauge(&mut out, &metrics::TUNNELS_OPEN, tunnels.open() as f64);
+    header(&mut out, &metrics::TUNNELS_OPENED);
+    let _ = writeln!(out, "{} {}", metrics::TUNNELS_OPENED.name, tunnels.opened());
+    header(&mut out, &metrics::TUNNELS_CLOSED);
+    for (reason, count) in TUNNEL_CLOSES.iter().zip(tunnels.closed()) {
+        let name = metrics::TUNNELS_CLOSED.name;
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
+    }
+    header(&mut out, &metrics::TUNNEL_BYTES);
+    let (up, down) = tunnels.bytes();
+    for (direction, count) in [("up", up), ("down", down)] {
+        let name = metrics::TUNNEL_BYTES.name;
+        let _ = writeln!(out, "{name}{{direction=\"{direction}\"}} {count}");
     }
 
     let pool = &sources.pool;

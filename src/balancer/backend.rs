@@ -265,3 +265,16 @@ impl Drop for InFlight<'_> {
         self.0.load.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+impl Backend {
+    /// `start` for a tunnel, whose guard (`balancer::Held`) owns the balancer: its count
+    /// goes down in `held_end`, called by that guard alone.
+    pub(super) fn held_start(&self) {
+        // Relaxed: see Backend::start.
+        self.load.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn held_end(&self) {
+        self.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

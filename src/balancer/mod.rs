@@ -21,6 +21,7 @@ mod round_robin;
 mod standing;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -31,6 +32,25 @@ use crate::config::{AllDown, BackendSpec, Strategy};
 use crate::upstream::{Settings, Upstream};
 
 pub use backend::{Backend, InFlight, Live};
+
+/// One open tunnel counted against its backend (`Balancer::hold`); least-conn sees it
+/// as a request in flight until the tunnel closes.
+pub struct Held {
+    balancer: Arc<Balancer>,
+    index: usize,
+}
+
+impl Held {
+    pub fn backend(&self) -> &Backend {
+        &self.balancer.backends[self.index]
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.balancer.backends[self.index].held_end();
+    }
+}
 use hash::{Hash, Key, Ring, RingWalk};
 use least_conn::LeastConn;
 use least_time::LeastTime;
@@ -143,6 +163,21 @@ impl Balancer {
 
     pub fn backends(&self) -> &[Backend] {
         &self.backends
+    }
+
+    /// Counts a tunnel against `backend` (one of this balancer's) for as long as the
+    /// guard lives, like `Backend::start`, but owning the balancer: a tunnel outlives its
+    /// request, and any reload that swaps the balancer meanwhile.
+    pub fn hold(self: &Arc<Balancer>, backend: &Backend) -> Option<Held> {
+        let index = self
+            .backends
+            .iter()
+            .position(|b| std::ptr::eq(b, backend))?;
+        self.backends[index].held_start();
+        Some(Held {
+            balancer: self.clone(),
+            index,
+        })
     }
 
     pub fn strategy_name(&self) -> &'static str {

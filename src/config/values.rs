@@ -28,6 +28,21 @@ pub(super) fn duration(flag: &str, s: &str) -> Result<Duration, ConfigError> {
     }
 }
 
+/// A `duration` of at least `min`, for a timeout that is not checked more finely.
+pub(super) fn duration_at_least(
+    flag: &str,
+    s: &str,
+    min: Duration,
+) -> Result<Duration, ConfigError> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d < min => Err(ConfigError::new(
+            flag,
+            format!("'{s}' must be at least {}", humantime::format_duration(min)),
+        )),
+        _ => duration(flag, s),
+    }
+}
+
 /// `host:port`, resolved once at startup (the first address wins).
 pub(super) fn resolve(s: &str) -> Result<SocketAddr, String> {
     let mut addrs = s
@@ -71,6 +86,26 @@ mod tests {
                 .contains("--x: '5x'")
         );
         assert!(duration("--x", "0s").is_err());
+        let second = Duration::from_secs(1);
+        assert_eq!(duration_at_least("--x", "1s", second).unwrap(), second);
+        assert_eq!(
+            duration_at_least("--x", "1m", second).unwrap(),
+            Duration::from_secs(60)
+        );
+        for short in ["0s", "999ms"] {
+            assert_eq!(
+                duration_at_least("--x", short, second)
+                    .unwrap_err()
+                    .to_string(),
+                format!("--x: '{short}' must be at least 1s")
+            );
+        }
+        assert!(
+            duration_at_least("--x", "soon", second)
+                .unwrap_err()
+                .to_string()
+                .contains("--x: 'soon' is not a duration")
+        );
         assert_eq!(parse_size("512").unwrap(), 512);
         assert_eq!(parse_size("1k").unwrap(), 1024);
         assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);

@@ -5,7 +5,10 @@
 //!
 //! `BodyReader` (`body.rs`) feeds it from a client connection's buffer, or reads a
 //! large chunk's data straight from the socket and tells it how much (`skip_data`);
-//! `response.rs`'s tests decode the chunked answers they write with it.
+//! `response.rs`'s tests decode the chunked answers they write with it; `ChunkedReader`
+//! decodes any reader with it.
+
+use std::io::{self, Read};
 
 use crate::error::ProxyError;
 
@@ -186,6 +189,65 @@ impl Dechunker {
 
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A chunked body read from `inner` and decoded: the answer of a backend that did not
+/// switch protocols for an upgrade (`proxy/upgrade.rs`), which comes over a socket of
+/// our own rather than through ureq. Trailers are dropped, as everywhere.
+pub struct ChunkedReader<R> {
+    inner: R,
+    buf: Box<[u8]>,
+    /// Undecoded bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    dechunker: Dechunker,
+}
+
+impl<R: Read> ChunkedReader<R> {
+    pub fn new(inner: R) -> ChunkedReader<R> {
+        ChunkedReader {
+            inner,
+            buf: vec![0; 16 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            dechunker: Dechunker::new(),
+        }
+    }
+}
+
+impl<R: Read> Read for ChunkedReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.dechunker.is_done() || out.is_empty() {
+                return Ok(0);
+            }
+            let pending = &self.buf[self.start..self.end];
+            let (used, n) = self
+                .dechunker
+                .decode(pending, out)
+                .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
+            self.start += used;
+            if n > 0 {
+                return Ok(n);
+            }
+            if used > 0 {
+                continue;
+            }
+            // The decoder needs more than is buffered.
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+            if self.end == self.buf.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "chunk framing line too long",
+                ));
+            }
+            match self.inner.read(&mut self.buf[self.end..])? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => self.end += n,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -115,6 +115,37 @@ impl ClientConn {
         Outbox::new(&self.stream, &mut self.wire)
     }
 
+    // For a tunnel (tunnels.rs), once the connection stops carrying HTTP.
+
+    /// Takes the bytes read but not consumed: what the client sent after the request
+    /// that opened a tunnel, for the backend.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buf[self.start..self.end].to_vec();
+        (self.start, self.end) = (0, 0);
+        self.buf = Vec::new();
+        self.unread_body = false;
+        rest
+    }
+
+    /// Reads what the client sent, without waiting (`WouldBlock`: nothing yet), past the
+    /// buffer (which `take_buffered` emptied). Ok(0) is its end.
+    pub fn read_now(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        debug_assert_eq!(self.start, self.end, "direct read with unconsumed bytes");
+        self.wire.read(&self.stream, out, false)
+    }
+
+    /// Appends `bytes` to `out` as they go on the wire to this client: sealed on a TLS
+    /// connection, as they are otherwise.
+    pub fn seal_into(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if !self.wire.seal(&[io::IoSlice::new(bytes)], out)? {
+            out.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
     /// Shuts the write side after the last answer (see `Wire::shut_write`).
     pub fn shut_write(&mut self) {
         self.wire.shut_write(&self.stream);

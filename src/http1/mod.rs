@@ -24,6 +24,7 @@ mod request;
 mod response;
 
 pub use body::BodyReader;
+pub use chunked::ChunkedReader;
 pub use conn::{ClientConn, HeadProgress};
 pub use gather::{Gather, Gathered};
 pub use request::{Framing, RequestHead, Version, parse_head};

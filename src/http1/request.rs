@@ -7,7 +7,7 @@
 //! client smuggle a second request inside the first.
 
 use crate::error::ProxyError;
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 /// The HTTP version on the request line; nothing else is accepted.
@@ -52,6 +52,10 @@ pub struct RequestHead {
     /// `Expect: 100-continue` on an HTTP/1.1 request (RFC 9110 §10.1.1 says to ignore it
     /// on HTTP/1.0).
     pub expect_continue: bool,
+    /// The `Upgrade` field of a request that asks for a tunnel (RFC 9110 §7.8): HTTP/1.1,
+    /// `Connection: upgrade`, no body, and no `h2c` among the protocols (we speak
+    /// HTTP/1.1; such a request is proxied as a plain one, its upgrade stripped).
+    pub upgrade: Option<HeaderValue>,
 }
 
 /// Headers parsed on the stack before falling back to a heap array; real clients send
@@ -168,6 +172,7 @@ fn parse_into<'b>(
                 && !has_token(&headers, CONNECTION, b"close")
         }
     };
+    let upgrade = upgrade(&headers, version, framing);
     Ok(RequestHead {
         method,
         target: target.to_owned(),
@@ -176,7 +181,24 @@ fn parse_into<'b>(
         framing,
         keep_alive,
         expect_continue,
+        upgrade,
     })
+}
+
+/// The protocols a request asks to switch to, if it is an upgrade we carry (see
+/// `RequestHead::upgrade`).
+fn upgrade(headers: &HeaderMap, version: Version, framing: Framing) -> Option<HeaderValue> {
+    if version != Version::Http11 || framing.has_body() {
+        return None;
+    }
+    if !has_token(headers, CONNECTION, b"upgrade") || has_token(headers, UPGRADE, b"h2c") {
+        return None;
+    }
+    let mut values = headers.get_all(UPGRADE).iter();
+    match (values.next(), values.next()) {
+        (Some(one), None) if !one.is_empty() => Some(one.clone()),
+        _ => None,
+    }
 }
 
 /// The one place that reads `httparse::Error`.
@@ -663,6 +685,36 @@ mod tests {
             parse("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
             Err(ProxyError::NotImplemented("CONNECT is not supported"))
         ));
+    }
+
+    #[test]
+    fn an_upgrade_is_carried_only_when_it_asks_plainly_for_one() {
+        let up = |text: &str| ok(text).upgrade.map(|v| v.to_str().unwrap().to_owned());
+        let ws = "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(up(ws).as_deref(), Some("websocket"));
+        // Upgrade without the Connection token, or Connection without Upgrade.
+        assert_eq!(
+            up("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            up("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n"),
+            None
+        );
+        // h2c, alone or among others: we speak HTTP/1.1.
+        for protocols in ["h2c", "websocket, h2c"] {
+            let text = format!(
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: {protocols}\r\n\r\n"
+            );
+            assert_eq!(up(&text), None, "{protocols}");
+        }
+        // HTTP/1.0 has no upgrade; a request with a body is never upgraded.
+        assert_eq!(
+            up("GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            None
+        );
+        let post = "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 1\r\n\r\n";
+        assert_eq!(up(post), None);
     }
 
     #[test]

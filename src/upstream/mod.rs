@@ -93,14 +93,58 @@ pub struct Reply {
     /// How long the TCP connect took, when this exchange opened a new connection (not
     /// when it reused a pooled one).
     pub connect: Option<Duration>,
-    body: Body,
+    body: ReplyBody,
+}
+
+/// Where an answer's body comes from: ureq, or (for an upgrade the backend did not
+/// accept, `proxy/upgrade.rs`) a connection of our own, already decoded.
+enum ReplyBody {
+    Ureq(Body),
+    Own(Box<dyn Read + Send>),
 }
 
 impl Reply {
+    /// An answer read from a connection of our own: `body` is its body, its transfer
+    /// coding already removed, failing (not ending) if the backend breaks off.
+    pub fn own(
+        backend: SocketAddr,
+        status: u16,
+        headers: HeaderMap,
+        content_length: Option<u64>,
+        body: Box<dyn Read + Send>,
+    ) -> Reply {
+        Reply {
+            backend,
+            status,
+            headers,
+            content_length,
+            connect: None,
+            body: ReplyBody::Own(body),
+        }
+    }
+
     /// The body as the backend sends it, with its transfer coding removed but its content
     /// coding (gzip...) untouched. Fails, never ends early, if the backend breaks off.
     pub fn into_body(self) -> impl Read {
-        self.body.into_reader()
+        match self.body {
+            ReplyBody::Ureq(body) => Either::Ureq(body.into_reader()),
+            ReplyBody::Own(body) => Either::Own(body),
+        }
+    }
+}
+
+/// The reader of either kind of body.
+enum Either<U> {
+    Ureq(U),
+    Own(Box<dyn Read + Send>),
+}
+
+impl<U: Read> Read for Either<U> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Either::Ureq(body) => body.read(out),
+            Either::Own(body) => body.read(out),
+        }
     }
 }
 
@@ -193,6 +237,11 @@ impl Upstream {
             .build()
     }
 
+    /// Whether this backend speaks https (`--backend https://...`).
+    pub fn is_https(&self) -> bool {
+        self.base.starts_with("https://")
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -233,7 +282,7 @@ impl Upstream {
             content_length: body.content_length(),
             connect: transport::take_last_connect(),
             headers: parts.headers,
-            body,
+            body: ReplyBody::Ureq(body),
         })
     }
 

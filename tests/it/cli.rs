@@ -187,10 +187,12 @@ fn accepting_survives_running_out_of_file_descriptors() {
     assert!(p.child.try_wait().unwrap().is_none(), "the balancer exited");
 }
 
-/// The text `--help` gives `flag`, from its name to the next flag, on one line.
+/// The text `--help` gives `flag`, from its name to the next flag, on one line. A long
+/// flag's text starts on the line below its name.
 fn help_of(help: &str, flag: &str) -> String {
-    let start = help
-        .find(&format!("\n  {flag} "))
+    let start = [" ", "\n"]
+        .iter()
+        .find_map(|after| help.find(&format!("\n  {flag}{after}")))
         .unwrap_or_else(|| panic!("{flag} is not in --help:\n{help}"));
     let section = &help[start + 3 + flag.len()..];
     let section = &section[..section.find("\n  --").unwrap_or(section.len())];
@@ -220,6 +222,26 @@ fn help_lists_every_listener_flag_with_its_default() {
             "{flag}: {text}"
         );
     }
+}
+
+#[test]
+fn help_lists_the_tunnel_flags_with_their_defaults() {
+    let (code, out, err) = run_cli(&["--help"]);
+    assert_eq!(code, 0, "stderr: {err}");
+    let max = help_of(&out, "--max-tunnels");
+    assert!(max.contains("--max-connections"), "{max}");
+    assert!(max.ends_with("(default: 10000)"), "{max}");
+    let idle = help_of(&out, "--tunnel-idle-timeout");
+    assert!(idle.ends_with("(default: 10m)"), "{idle}");
+}
+
+#[test]
+fn a_tunnel_idle_timeout_under_a_second_is_a_usage_error() {
+    assert_usage_error(
+        &["--tunnel-idle-timeout", "0s"],
+        "--tunnel-idle-timeout",
+        "--tunnel-idle-timeout",
+    );
 }
 
 /// `--check`, a TLS listener and a plain one, and the certificate flags of `pairs`.
