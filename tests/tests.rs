@@ -45,6 +45,9 @@ mod backend_tls;
 #[path = "it/tunnels.rs"]
 mod tunnels;
 
+#[path = "it/tunnel_lifecycle.rs"]
+mod tunnel_lifecycle;
+
 #[cfg(feature = "tls")]
 #[path = "it/tls_listener.rs"]
 mod tls_listener;

@@ -29,7 +29,7 @@ use crate::support::*;
 
 // Reading the balancer.
 
-fn metrics(admin: SocketAddr) -> Exposition {
+pub(crate) fn metrics(admin: SocketAddr) -> Exposition {
     let mut c = Client::connect(admin);
     c.send("GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     let r = c.response();
@@ -39,7 +39,7 @@ fn metrics(admin: SocketAddr) -> Exposition {
 }
 
 /// `roundhouse_tunnels_open`, which must be there.
-fn tunnels_open(admin: SocketAddr) -> f64 {
+pub(crate) fn tunnels_open(admin: SocketAddr) -> f64 {
     metrics(admin)
         .value("roundhouse_tunnels_open", &[])
         .expect("roundhouse_tunnels_open in /metrics")
@@ -53,7 +53,7 @@ fn tunnels_opened(admin: SocketAddr) -> f64 {
 }
 
 /// `roundhouse_tunnels_closed_total{reason}`, 0 when absent.
-fn tunnels_closed(m: &Exposition, reason: &str) -> f64 {
+pub(crate) fn tunnels_closed(m: &Exposition, reason: &str) -> f64 {
     m.value("roundhouse_tunnels_closed_total", &[("reason", reason)])
         .unwrap_or(0.0)
 }
@@ -67,7 +67,7 @@ fn tunnel_bytes(m: &Exposition, direction: &str) -> f64 {
 const CLOSE_REASONS: [&str; 5] = ["client", "backend", "idle", "shutdown", "error"];
 
 /// Waits until no tunnel is open and `n` were closed in all, whatever the reasons.
-fn wait_all_closed(admin: SocketAddr, n: f64) -> Exposition {
+pub(crate) fn wait_all_closed(admin: SocketAddr, n: f64) -> Exposition {
     let mut last = None;
     wait_until(&format!("{n} tunnels closed and none open"), || {
         let m = metrics(admin);
@@ -80,10 +80,10 @@ fn wait_all_closed(admin: SocketAddr, n: f64) -> Exposition {
 }
 
 /// The binary as a child process, its listener and admin interface on reserved ports.
-struct Spawned {
-    p: Proc,
-    addr: SocketAddr,
-    admin: SocketAddr,
+pub(crate) struct Spawned {
+    pub(crate) p: Proc,
+    pub(crate) addr: SocketAddr,
+    pub(crate) admin: SocketAddr,
 }
 
 fn reserved() -> SocketAddr {
@@ -92,7 +92,7 @@ fn reserved() -> SocketAddr {
 
 /// Starts the binary in front of `backends` with `extra` (2 workers and no log unless
 /// `extra` says otherwise) and waits until it accepts.
-fn spawn_balancer(backends: &[SocketAddr], extra: &[&str]) -> Spawned {
+pub(crate) fn spawn_balancer(backends: &[SocketAddr], extra: &[&str]) -> Spawned {
     let (addr, admin) = (reserved(), reserved());
     let mut cmd = Command::new(BIN);
     cmd.args(["--listen", &addr.to_string(), "--admin", &admin.to_string()]);
@@ -123,7 +123,11 @@ fn threads(pid: u32) -> usize {
 }
 
 /// A tunnel through `lb` to `backend`: the client's end and the backend's.
-fn tunnel(lb: SocketAddr, backend: &UpgradeBackend, path: &str) -> (TunnelEnd, TunnelEnd) {
+pub(crate) fn tunnel(
+    lb: SocketAddr,
+    backend: &UpgradeBackend,
+    path: &str,
+) -> (TunnelEnd, TunnelEnd) {
     let client = open_tunnel_101(lb, path);
     let server = backend.next_end();
     assert_eq!(server.request.target, path);
@@ -131,7 +135,7 @@ fn tunnel(lb: SocketAddr, backend: &UpgradeBackend, path: &str) -> (TunnelEnd, T
 }
 
 /// Bytes both ways through a tunnel: it relays.
-fn assert_relays(client: &mut TunnelEnd, server: &mut TunnelEnd, what: &str) {
+pub(crate) fn assert_relays(client: &mut TunnelEnd, server: &mut TunnelEnd, what: &str) {
     let up = format!("up: {what}");
     client.send(&up);
     assert_eq!(server.read_n(up.len()), up.as_bytes(), "{what}");
@@ -141,7 +145,7 @@ fn assert_relays(client: &mut TunnelEnd, server: &mut TunnelEnd, what: &str) {
 }
 
 /// Both ends see the tunnel closed, with no byte: a FIN or a reset.
-fn assert_closed(end: &mut TunnelEnd, which: &str) {
+pub(crate) fn assert_closed(end: &mut TunnelEnd, which: &str) {
     let (bytes, ending) = end.rest();
     assert!(
         bytes.is_empty(),
@@ -274,6 +278,7 @@ fn a_thousand_idle_tunnels_hold_no_worker() {
     }
     let backend = UpgradeBackend::switching();
     let lb = spawn_balancer(&[backend.addr], &["--workers", "4"]);
+    let before = threads(lb.p.child.id());
     let mut ends = Vec::with_capacity(TUNNELS);
     for i in 0..TUNNELS {
         ends.push(tunnel(lb.addr, &backend, &format!("/idle/{i}")));
@@ -285,7 +290,7 @@ fn a_thousand_idle_tunnels_hold_no_worker() {
     let count = threads(lb.p.child.id());
     assert!(
         count < 4 + 8,
-        "{count} threads with --workers 4 and {TUNNELS} idle tunnels"
+        "{count} threads with --workers 4 and {TUNNELS} idle tunnels ({before} before)"
     );
     // The first and the last tunnel still relay.
     for i in [0, TUNNELS - 1] {
@@ -657,6 +662,10 @@ fn a_closed_tunnel_is_logged_once_and_counted() {
     assert_eq!(tunnels_closed(&m, "client"), 1.0);
     assert_eq!(tunnel_bytes(&m, "up"), 1500.0);
     assert_eq!(tunnel_bytes(&m, "down"), 3700.0);
+    // Each tunnel's request counts once, as a 1xx answer of its backend.
+    let label = backend.addr.to_string();
+    let requests = [("backend", label.as_str()), ("code", "1xx")];
+    assert_eq!(m.value("roundhouse_requests_total", &requests), Some(2.0));
 }
 
 // And --max-connections.
