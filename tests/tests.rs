@@ -42,6 +42,12 @@ mod slow_clients;
 #[path = "it/backend_tls.rs"]
 mod backend_tls;
 
+#[path = "it/tunnels.rs"]
+mod tunnels;
+
+#[path = "it/tunnel_lifecycle.rs"]
+mod tunnel_lifecycle;
+
 #[cfg(feature = "tls")]
 #[path = "it/tls_listener.rs"]
 mod tls_listener;

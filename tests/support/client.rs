@@ -84,6 +84,13 @@ impl<R: Read> ResponseReader<R> {
         &mut self.src
     }
 
+    /// The byte source and the bytes read from it ahead of what was parsed: a tunnel's
+    /// first bytes, when they came in the same read as its response head.
+    pub fn into_parts(self) -> (R, Vec<u8>) {
+        let pending = self.pending().to_vec();
+        (self.src, pending)
+    }
+
     fn pending(&self) -> &[u8] {
         &self.buf[self.pos..]
     }

@@ -1,7 +1,7 @@
 //! Helpers for the integration tests, all on real loopback sockets bound to port 0:
 //! a scripted raw-TCP backend that records what it received, a balancer started
-//! in-process or as a child process, and a small HTTP/1.1 client that reads responses
-//! exactly as they came off the wire.
+//! in-process or as a child process, a small HTTP/1.1 client that reads responses
+//! exactly as they came off the wire, and both ends of a WebSocket or raw tunnel.
 //!
 //! Nothing here sleeps for a fixed time to "let things settle": readiness is polled,
 //! and every wait on the test side is bounded by [`PATIENCE`].
@@ -18,12 +18,14 @@ mod data;
 mod process;
 #[cfg(feature = "tls")]
 mod tls;
+mod websocket;
 
 pub use backend::*;
 pub use client::*;
 pub use data::*;
 #[cfg(feature = "tls")]
 pub use tls::*;
+pub use websocket::*;
 
 /// What a request seen by a test backend and a response seen by a test client share:
 /// header lines in order, as received, and a body.

@@ -272,14 +272,23 @@ pub fn start_tls_balancer(
     certs: &[&Leaf],
     extra: &[&str],
 ) -> (Balancer, SocketAddr) {
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    start_tls_balancer_on(&addrs, certs, extra)
+}
+
+/// Like [`start_tls_balancer`], with backend addresses (backends of other kinds).
+pub fn start_tls_balancer_on(
+    backends: &[SocketAddr],
+    certs: &[&Leaf],
+    extra: &[&str],
+) -> (Balancer, SocketAddr) {
     let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"]
         .map(String::from)
         .into();
     for leaf in certs {
         args.extend(leaf.tls_args());
     }
-    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    args.extend(balancer_args(&addrs, extra));
+    args.extend(balancer_args(backends, extra));
     let lb = start_balancer_with(&args);
     let tls = lb.tls_addrs();
     assert_eq!(tls.len(), 1, "one TLS listener: {tls:?}");
@@ -344,21 +353,41 @@ impl TlsClient {
     /// out after [`PATIENCE`]. A refused handshake is an error holding rustls's (see
     /// [`tls_error`]).
     pub fn connect(&self, addr: SocketAddr, name: &str) -> io::Result<TlsConn> {
-        self.over(TcpStream::connect(addr)?, name)
+        Ok(TlsConn {
+            reader: ResponseReader::new(self.connect_stream(addr, name)?),
+        })
     }
 
     /// A handshake on a connection the caller opened (and may have written to first: a
     /// PROXY header).
-    pub fn over(&self, mut sock: TcpStream, name: &str) -> io::Result<TlsConn> {
+    pub fn over(&self, sock: TcpStream, name: &str) -> io::Result<TlsConn> {
+        Ok(TlsConn {
+            reader: ResponseReader::new(self.handshake(sock, name)?),
+        })
+    }
+
+    /// Like [`TlsClient::connect`], the bare stream: for a client of another protocol
+    /// (WebSocket) over TLS.
+    pub fn connect_stream(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+    ) -> io::Result<StreamOwned<ClientConnection, TcpStream>> {
+        self.handshake(TcpStream::connect(addr)?, name)
+    }
+
+    fn handshake(
+        &self,
+        mut sock: TcpStream,
+        name: &str,
+    ) -> io::Result<StreamOwned<ClientConnection, TcpStream>> {
         let mut conn = self.start(name);
         sock.set_read_timeout(Some(PATIENCE))?;
         sock.set_write_timeout(Some(PATIENCE))?;
         let _ = sock.set_nodelay(true);
         conn.complete_io(&mut sock)?;
         assert!(!conn.is_handshaking(), "complete_io returned mid-handshake");
-        Ok(TlsConn {
-            reader: ResponseReader::new(StreamOwned::new(conn, sock)),
-        })
+        Ok(StreamOwned::new(conn, sock))
     }
 
     /// What this client sends first for `name`: a whole ClientHello, as TLS records.
