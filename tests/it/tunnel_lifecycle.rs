@@ -4,7 +4,7 @@
 //! tunnel through a TLS listener, and the requests that are not upgraded (one with a
 //! body, one to an `https://` backend). The helpers are tunnels.rs's.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -274,6 +274,7 @@ fn an_upgrade_to_an_https_backend_gets_501() {
 #[cfg(feature = "tls")]
 #[test]
 fn a_tls_tunnel_passes_early_bytes_and_a_half_close() {
+    use std::io::Read;
     let ca = TestCa::new();
     let leaf = ca.issue("site", &["localhost"]);
     let backend = UpgradeBackend::switching_then(b"hello from behind");
