@@ -45,3 +45,6 @@ mod backend_tls;
 #[cfg(feature = "tls")]
 #[path = "it/tls_listener.rs"]
 mod tls_listener;
+
+#[path = "it/kubernetes.rs"]
+mod kubernetes;
