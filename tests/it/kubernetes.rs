@@ -47,7 +47,9 @@ fn every_manifest_passes_the_kubernetes_schemas_strictly() {
     assert_eq!(found, expected, "a manifest this test does not know of");
     for version in KUBERNETES_VERSIONS {
         let mut cmd = Command::new("kubernetes-validate");
-        cmd.current_dir(DIR).args(["--strict", "-k", version]).args(FILES);
+        cmd.current_dir(DIR)
+            .args(["--strict", "-k", version])
+            .args(FILES);
         let Some((code, out, err)) = run_tool(&mut cmd) else {
             eprintln!("NOTICE: kubernetes-validate is not installed; skipping the schema check");
             return;
@@ -136,7 +138,17 @@ fn the_manifests_agree_on_names_ports_and_labels() {
         arg_value(container, "--config"),
         Some("/etc/roundhouse/roundhouse.toml")
     );
-    assert_eq!(pod["spec"]["shareProcessNamespace"], true, "reload sends SIGHUP");
+    assert_eq!(
+        pod["spec"]["shareProcessNamespace"], true,
+        "reload sends SIGHUP"
+    );
+    // The admin token: the Secret's, by way of the variable the args name.
+    let token = &find(&container["env"], "ADMIN_TOKEN")["valueFrom"]["secretKeyRef"];
+    assert_eq!(token["name"], "roundhouse-admin");
+    assert_eq!(
+        arg_value(container, "--admin-token"),
+        Some("$(ADMIN_TOKEN)")
+    );
 
     // Ports: the config's listen and admin addresses are the container's named ports,
     // which the probes and the Service use.
