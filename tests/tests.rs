@@ -54,3 +54,6 @@ mod tls_listener;
 
 #[path = "it/proxy_protocol.rs"]
 mod proxy_protocol;
+
+#[path = "it/kubernetes.rs"]
+mod kubernetes;
