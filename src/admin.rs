@@ -88,16 +88,21 @@ struct Admin {
     open: AtomicUsize,
 }
 
-/// Binds `addr` and starts the admin threads; returns the bound address. `accepting`:
-/// plain, or TLS with the listeners' certificates (`--admin-tls`).
+/// Binds the admin port, `addr`; never with SO_REUSEPORT, so that one instance's port
+/// is never another's.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .map_err(|err| io::Error::new(err.kind(), format!("--admin {addr}: {err}")))
+}
+
+/// Starts the admin threads on `listener` (from `bind`); returns its address.
+/// `accepting`: plain, or TLS with the listeners' certificates (`--admin-tls`).
 pub fn start(
-    addr: SocketAddr,
+    listener: TcpListener,
     token: Option<String>,
     sources: Sources,
     accepting: Accepting,
 ) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)
-        .map_err(|err| io::Error::new(err.kind(), format!("--admin {addr}: {err}")))?;
     let local = listener.local_addr()?;
     let admin = Arc::new(Admin {
         sources,

@@ -166,6 +166,13 @@ pub fn start(config: Config) -> io::Result<Running> {
     raise_open_files_limit(&config);
     let handshakes = Arc::new(Handshakes::default());
     let (certificates, tls) = tls_accepting(&config, &handshakes);
+    // First: with --reuse-port, an instance started on another's admin port must fail
+    // before its proxy listeners join the others' and take a share of their connections.
+    let admin_listener = config
+        .admin
+        .as_ref()
+        .map(|a| admin::bind(a.addr))
+        .transpose()?;
     let mut listeners = Vec::new();
     for (addrs, accepting, flag) in [
         (&config.listen, &Accepting::Plain, "--listen"),
@@ -263,9 +270,8 @@ pub fn start(config: Config) -> io::Result<Running> {
     room.start(pool.clone(), refuse.clone())?;
 
     let limit = Limit::new(config.max_connections.get());
-    let admin_addr = match &config.admin {
-        None => None,
-        Some(admin) => {
+    let admin_addr = match (&config.admin, admin_listener) {
+        (Some(admin), Some(listener)) => {
             let sources = admin::Sources {
                 no_backend,
                 control: control.clone(),
@@ -286,12 +292,13 @@ pub fn start(config: Config) -> io::Result<Running> {
                 Accepting::Plain
             };
             Some(admin::start(
-                admin.addr,
+                listener,
                 admin.token.clone(),
                 sources,
                 accepting,
             )?)
         }
+        _ => None,
     };
 
     let client_timeout = config.client_timeout;
