@@ -2,12 +2,12 @@
 //! port) for the people who run the balancer. It serves the Prometheus metrics, a JSON
 //! status, a live HTML status page, runtime changes to the backends (drain, enable,
 //! disable, weight), and for the machines that route traffic here, the `/live` and
-//! `/ready` probes (`readiness.rs` decides the second). Requests are read with the same front door as proxied ones
-//! (`http1/`): no second HTTP parser. Who may ask is `admin/guard.rs`'s decision
-//! (origin, Host and bearer token checks), made before any endpoint runs. Each admin
-//! connection gets a short-lived thread of its own, at most `MAX_CONNECTIONS` at once;
-//! a sampler thread keeps a few minutes of per-second request counts for the page's
-//! sparklines.
+//! `/ready` probes (`readiness.rs` decides the second). Requests are read with the same
+//! front door as proxied ones (`http1/`): no second HTTP parser. Who may ask is
+//! `admin/guard.rs`'s decision (origin, Host and bearer token checks), made before any
+//! endpoint runs. Each admin connection gets a short-lived thread of its own, at most
+//! `MAX_CONNECTIONS` at once; a sampler thread keeps a few minutes of per-second request
+//! counts for the page's sparklines.
 //!
 //! Reading the counters takes no lock the request path takes: they are the atomics of
 //! `metrics.rs` and `balancer/`. `server.rs` starts this when `--admin` is given.

@@ -270,8 +270,9 @@ pub fn start(config: Config) -> io::Result<Running> {
     room.start(pool.clone(), refuse.clone())?;
 
     let limit = Limit::new(config.max_connections.get());
-    let admin_addr = match (&config.admin, admin_listener) {
-        (Some(admin), Some(listener)) => {
+    let admin_addr = match config.admin.as_ref().zip(admin_listener) {
+        None => None,
+        Some((admin, listener)) => {
             let sources = admin::Sources {
                 no_backend,
                 control: control.clone(),
@@ -298,7 +299,6 @@ pub fn start(config: Config) -> io::Result<Running> {
                 accepting,
             )?)
         }
-        _ => None,
     };
 
     let client_timeout = config.client_timeout;

@@ -20,10 +20,10 @@
 //!    `/status.json` for that, with the token. The token is compared in constant time.
 //!
 //! The probes, `GET` or `HEAD` of `/live` and `/ready`, pass rules 2 and 3: a kubelet or
-//! an L4 balancer's health check knows no token (and an `--admin` address that such a
-//! prober can reach is off loopback, so it has one), and it sends `Host: IP:PORT`, a
-//! name, or none at all. Their answers are a word or two and hold nothing a page could
-//! steal, and they change nothing. Any other method on them still meets rule 1.
+//! an L4 balancer's health check knows no token (yet it reaches the admin port off
+//! loopback, where a token is required), and it sends `Host: IP:PORT`, a name, or none
+//! at all. Their answers are a word or two and hold nothing a page could steal, and
+//! they change nothing. Any other method on them still meets rule 1, then rule 3.
 
 use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
