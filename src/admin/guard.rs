@@ -23,7 +23,7 @@
 //! an L4 balancer's health check knows no token (yet it reaches the admin port off
 //! loopback, where a token is required), and it sends `Host: IP:PORT`, a name, or none
 //! at all. Their answers are a word or two and hold nothing a page could steal, and
-//! they change nothing. Any other method on them still meets rule 1, then rule 3.
+//! they change nothing. Any other method on them meets every rule, as on any path.
 
 use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
