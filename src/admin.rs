@@ -1,12 +1,13 @@
 //! The admin interface: a small HTTP listener of its own (`--admin`, never the proxy
 //! port) for the people who run the balancer. It serves the Prometheus metrics, a JSON
-//! status, a live HTML status page, and runtime changes to the backends (drain, enable,
-//! disable, weight). Requests are read with the same front door as proxied ones
-//! (`http1/`): no second HTTP parser. Who may ask is `admin/guard.rs`'s decision
-//! (origin, Host and bearer token checks), made before any endpoint runs. Each admin
-//! connection gets a short-lived thread of its own, at most `MAX_CONNECTIONS` at once;
-//! a sampler thread keeps a few minutes of per-second request counts for the page's
-//! sparklines.
+//! status, a live HTML status page, runtime changes to the backends (drain, enable,
+//! disable, weight), and for the machines that route traffic here, the `/live` and
+//! `/ready` probes (`readiness.rs` decides the second). Requests are read with the same
+//! front door as proxied ones (`http1/`): no second HTTP parser. Who may ask is
+//! `admin/guard.rs`'s decision (origin, Host and bearer token checks), made before any
+//! endpoint runs. Each admin connection gets a short-lived thread of its own, at most
+//! `MAX_CONNECTIONS` at once; a sampler thread keeps a few minutes of per-second request
+//! counts for the page's sparklines.
 //!
 //! Reading the counters takes no lock the request path takes: they are the atomics of
 //! `metrics.rs` and `balancer/`. `server.rs` starts this when `--admin` is given.
@@ -33,6 +34,7 @@ use crate::http1::{ClientConn, RequestHead, ResponseBody, ResponseHead, write_er
 use crate::listener::Limit;
 use crate::metrics::{Handshakes, Stats, Tunnels};
 use crate::pool::Pool;
+use crate::readiness::Readiness;
 use crate::reload::Control;
 use crate::wire::Accepting;
 
@@ -66,6 +68,8 @@ pub struct Sources {
     /// Connections closed for their PROXY header (`proxy_protocol::Refusals` says who
     /// writes them).
     pub proxy_refusals: Arc<crate::proxy_protocol::Refusals>,
+    /// Whether this instance should get traffic (`Readiness` says who writes it).
+    pub readiness: Arc<Readiness>,
     pub started: Instant,
     /// Where the configuration came from, in words.
     pub config_source: String,
@@ -87,16 +91,21 @@ struct Admin {
     open: AtomicUsize,
 }
 
-/// Binds `addr` and starts the admin threads; returns the bound address. `accepting`:
-/// plain, or TLS with the listeners' certificates (`--admin-tls`).
+/// Binds the admin port, `addr`; never with SO_REUSEPORT, so that one instance's port
+/// is never another's.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .map_err(|err| io::Error::new(err.kind(), format!("--admin {addr}: {err}")))
+}
+
+/// Starts the admin threads on `listener` (from `bind`); returns its address.
+/// `accepting`: plain, or TLS with the listeners' certificates (`--admin-tls`).
 pub fn start(
-    addr: SocketAddr,
+    listener: TcpListener,
     token: Option<String>,
     sources: Sources,
     accepting: Accepting,
 ) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)
-        .map_err(|err| io::Error::new(err.kind(), format!("--admin {addr}: {err}")))?;
     let local = listener.local_addr()?;
     let admin = Arc::new(Admin {
         sources,
@@ -291,8 +300,8 @@ fn send(
 
 impl Admin {
     /// Which endpoint a request is for, and its answer. `guard.rs` decides first
-    /// whether it is answered at all; `/`, the page, is the one path it lets through
-    /// without the token.
+    /// whether it is answered at all; `/`, the page, and the probes are the paths it
+    /// lets through without the token.
     fn route(&self, head: &RequestHead, body: &str) -> Answer {
         let path = head.target.split('?').next().unwrap_or_default();
         let method = &head.method;
@@ -309,7 +318,21 @@ impl Admin {
             "/status.json" if readable => {
                 Answer::json(status::render(&self.sources, &self.history))
             }
-            "/" | "/metrics" | "/status.json" => Answer::not_allowed("GET, HEAD"),
+            // This thread answers, so the process serves.
+            "/live" if readable => Answer::text(200, "live"),
+            "/ready" if readable => {
+                match self
+                    .sources
+                    .readiness
+                    .check(self.sources.balancer().backends())
+                {
+                    Ok(()) => Answer::text(200, "ready"),
+                    Err(not) => Answer::text(503, not.text()),
+                }
+            }
+            "/" | "/metrics" | "/status.json" | "/live" | "/ready" => {
+                Answer::not_allowed("GET, HEAD")
+            }
             _ => match path
                 .strip_prefix("/backends/")
                 .and_then(|p| p.rsplit_once('/'))

@@ -134,6 +134,19 @@ pub struct Args {
     #[argh(option, default = "String::from(\"10m\")")]
     pub tunnel_idle_timeout: String,
 
+    // Readiness and draining (issue 13).
+    /// give the --listen and --tls-listen sockets SO_REUSEPORT, so that several
+    /// roundhouse processes of one user can listen on one port and the kernel spreads
+    /// connections over them; not the --admin port (default: off)
+    #[argh(switch)]
+    pub reuse_port: bool,
+
+    /// on SIGTERM or SIGINT, keep accepting and serving for this long (every answer
+    /// closing its connection, /ready answering 503) before the listeners close and
+    /// --grace begins, e.g. 5s (default: 0s)
+    #[argh(option, default = "String::from(\"0s\")")]
+    pub drain_delay: String,
+
     /// largest request body accepted, e.g. 512k, 10MiB, 1G; larger gets 413
     /// (default: off, no limit)
     #[argh(option)]

@@ -30,7 +30,7 @@ pub use strategy::{HashKey, STRATEGIES, Strategy, StrategyKind, StrategyName};
 
 use backend::parse_backend;
 use listeners::Listeners;
-use values::{duration, duration_at_least, nonzero, parse_size, resolve};
+use values::{duration, duration_at_least, duration_or_zero, nonzero, parse_size, resolve};
 
 /// Largest request head (request line and header fields) accepted; more gets 431.
 pub const MAX_HEAD: usize = 32 * 1024;
@@ -82,6 +82,12 @@ pub struct Config {
     /// `--tunnel-idle-timeout`: a tunnel with no byte either way for this long is closed,
     /// both sides. Never under MIN_TUNNEL_IDLE.
     pub tunnel_idle_timeout: Duration,
+    // Readiness and draining (issue 13).
+    /// `--reuse-port`: the proxy's listening sockets get SO_REUSEPORT (listener.rs).
+    pub reuse_port: bool,
+    /// `--drain-delay`: after SIGTERM or SIGINT, how long the listeners keep accepting,
+    /// not ready, before the graceful stop (shutdown.rs). Zero: no drain.
+    pub drain_delay: Duration,
     pub max_body: Option<u64>,
     /// `--request-buffering`: request bodies are read whole on the event side before a
     /// worker forwards them.
@@ -231,6 +237,8 @@ impl Config {
                 &args.tunnel_idle_timeout,
                 MIN_TUNNEL_IDLE,
             )?,
+            reuse_port: args.reuse_port,
+            drain_delay: duration_or_zero("--drain-delay", &args.drain_delay)?,
             grace: duration("--grace", &args.grace)?,
             config_file: args.config.as_ref().map(PathBuf::from),
             max_body: match &args.max_body {
@@ -473,6 +481,28 @@ mod tests {
         }
         let err = Config::from_args(&["--max-tunnels", "-1"]).unwrap_err();
         assert_eq!(err.flag(), Some("--max-tunnels"));
+    }
+
+    #[test]
+    fn reuse_port_is_off_and_the_drain_delay_zero_unless_given() {
+        let c = Config::from_args(&[]).unwrap();
+        assert!(!c.reuse_port);
+        assert_eq!(c.drain_delay, Duration::ZERO);
+        let c = Config::from_args(&["--reuse-port", "--drain-delay", "5s"]).unwrap();
+        assert!(c.reuse_port);
+        assert_eq!(c.drain_delay, Duration::from_secs(5));
+        assert_eq!(
+            Config::from_args(&["--drain-delay", "0"])
+                .unwrap()
+                .drain_delay,
+            Duration::ZERO
+        );
+        let err = Config::from_args(&["--drain-delay", "soon"]).unwrap_err();
+        assert_eq!(err.flag(), Some("--drain-delay"));
+        assert_eq!(
+            err.to_string(),
+            "--drain-delay: 'soon' is not a duration (examples: 500ms, 2s, 1m)"
+        );
     }
 
     #[test]

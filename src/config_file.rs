@@ -80,6 +80,8 @@ keys! {
     idle_timeout: Value,
     max_tunnels: Value,
     tunnel_idle_timeout: Value,
+    reuse_port: Switch,
+    drain_delay: Value,
     max_body: Value,
     request_buffering: Value,
     buffer_memory: Value,

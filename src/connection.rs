@@ -42,7 +42,8 @@ pub struct Shared {
     pub proxy: Proxy,
     /// Where a refused head is logged and counted.
     pub tally: Tally,
-    /// Once begun, a served connection is closed rather than parked.
+    /// Once begun, a redirect's answer closes its connection (`proxy.rs` decides for
+    /// the proxied ones).
     pub shutdown: Arc<Shutdown>,
     pub waiting_room: WaitingRoom,
     /// Where a connection goes once its upgrade is accepted (`101`).
@@ -150,8 +151,11 @@ pub fn serve(
                 queue_wait,
             ),
         };
-        // Also when the shutdown began after the answer: close rather than park.
-        let closing = next == Next::Close || shared.shutdown.is_stopping();
+        // Not when a shutdown began after the answer, which did not say `Connection:
+        // close`: its client may be sending the next request already. During the drain
+        // delay that request is answered (and that answer closes); once the waiting room
+        // is closed, parking closes the connection.
+        let closing = next == Next::Close;
         if let Some(unsent) = unsent {
             // The backend's answer is all read, but the client has not taken all of it: the
             // event side writes the rest as the client takes it, then parks or closes the

@@ -36,8 +36,8 @@
 //!
 //! Along the way each request is counted in `metrics` (atomics only), notes its
 //! attempts in a `trace` (the `--trace-header` answer headers) and gets a `request_id`;
-//! `admin` serves the counters, a JSON status, the status page and backend changes on a
-//! port of its own (`--admin`).
+//! `admin` serves the counters, a JSON status, the status page, backend changes and the
+//! `/live` and `/ready` probes (`readiness`) on a port of its own (`--admin`).
 
 pub mod access_log;
 pub mod admin;
@@ -60,6 +60,7 @@ pub mod pem;
 pub mod pool;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod readiness;
 pub mod redirect;
 pub mod refuse;
 pub mod relay;

@@ -20,9 +20,24 @@ const BACKLOG: i32 = 4096;
 /// inherits TCP_NODELAY and its read and write timeouts, so setting them here once spares
 /// three syscalls on every connection (`client::Client::new` sets them elsewhere).
 /// The read timeout also makes `accept` wake up now and then, which `run` shrugs off.
-pub fn bind(addr: SocketAddr, client_timeout: Duration) -> io::Result<TcpListener> {
+///
+/// With `reuse_port` (`--reuse-port`) the socket gets SO_REUSEPORT, so that other
+/// processes of the same user may bind the same port: the kernel then spreads new
+/// connections over all of their listeners, by a hash of each connection's addresses.
+/// What it does not do is move the connections waiting in one listener's accept queue
+/// to the others when that listener closes: those are reset (unless Linux 5.14's
+/// `net.ipv4.tcp_migrate_req` is set). The README says how to stop one instance of
+/// several without that.
+pub fn bind(
+    addr: SocketAddr,
+    client_timeout: Duration,
+    reuse_port: bool,
+) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if cfg!(target_os = "linux") {
         socket.set_tcp_nodelay(true)?;
         socket.set_read_timeout(Some(client_timeout))?;

@@ -178,7 +178,8 @@ pub fn handle(
         &mut attempts,
     );
     // The client wants to keep the connection, it is at a request boundary (the body was
-    // read to its end), the balancer is not stopping, and no client mistake ended it.
+    // read to its end), the balancer is not stopping (from the first signal on, the drain
+    // delay included: shutdown.rs says why), and no client mistake ended it.
     let keep_alive = request.head.keep_alive
         && body_read
         && !proxy.shutdown.is_stopping()

@@ -29,8 +29,8 @@ pub struct Control {
 struct Inner {
     balancer: Arc<ArcSwap<Balancer>>,
     /// What the running balancer was built from: the backends and strategy as last
-    /// applied (weights as last set), the listeners' certificate pairs as last read,
-    /// everything else as at startup.
+    /// applied (weights as last set), the listeners' certificate pairs as last read, the
+    /// drain delay as last applied, everything else as at startup.
     running: Mutex<Config>,
 }
 
@@ -75,7 +75,8 @@ impl Control {
     }
 
     /// Switches to the backends and strategy of `new` (a reloaded config file) and takes
-    /// its certificate pairs, which the TLS listeners read again on SIGHUP. Drains,
+    /// its certificate pairs, which the TLS listeners read again on SIGHUP, and its drain
+    /// delay, which `server::Running::wait` reads when a shutdown begins. Drains,
     /// disables and weights set at runtime are undone: the file says what runs. Other
     /// settings that differ are listed in `need_restart` and left as they are.
     pub fn apply(&self, new: &Config) -> Applied {
@@ -110,6 +111,7 @@ impl Control {
         running.default_backends = new.default_backends;
         running.strategy = new.strategy.clone();
         running.listener_tls = new.listener_tls.clone();
+        running.drain_delay = new.drain_delay;
         // The TLS files are read again with every load; the same flags name the same
         // files, so an https backend added now gets them (even the first one, for which
         // the running config had not loaded them).
@@ -199,6 +201,9 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
         idle_timeout,
         max_tunnels,
         tunnel_idle_timeout,
+        reuse_port,
+        // Read when a shutdown begins, from the configuration in use then.
+        drain_delay: _,
         max_body,
         request_buffering,
         buffer_memory,
@@ -239,6 +244,7 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
             "tunnel_idle_timeout",
             *tunnel_idle_timeout != running.tunnel_idle_timeout,
         ),
+        ("reuse_port", *reuse_port != running.reuse_port),
         ("max_body", *max_body != running.max_body),
         (
             "request_buffering",
@@ -452,6 +458,21 @@ mod tests {
         assert_eq!(need_restart(&running, &fewer), ["max_tunnels"]);
         let longer = config(&["--backend", "127.0.0.1:9001", "--tunnel-idle-timeout", "1h"]);
         assert_eq!(need_restart(&running, &longer), ["tunnel_idle_timeout"]);
+    }
+
+    #[test]
+    fn reuse_port_needs_a_restart_and_a_drain_delay_is_applied() {
+        let control = Control::new(config(&["--backend", "127.0.0.1:9001"]));
+        let applied = control.apply(&config(&[
+            "--backend",
+            "127.0.0.1:9001",
+            "--reuse-port",
+            "--drain-delay",
+            "7s",
+        ]));
+        assert_eq!(applied.need_restart, ["reuse_port"]);
+        assert!(!control.config().reuse_port);
+        assert_eq!(control.config().drain_delay, Duration::from_secs(7));
     }
 
     #[test]

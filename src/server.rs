@@ -1,8 +1,8 @@
 //! Wires the balancer together: the listeners, the queue, the workers, the waiting room
 //! and the backends. `start` returns once every port is bound and every thread runs;
-//! `Running::wait` winds it all down at shutdown (see shutdown.rs). Each listener (plain
-//! `--listen`, or TLS `--tls-listen` with the certificates of `tls_certs.rs`) has an
-//! acceptor thread of its own; they share everything else.
+//! `Running::wait` winds it all down at shutdown (see shutdown.rs), after the drain delay.
+//! Each listener (plain `--listen`, or TLS `--tls-listen` with the certificates of
+//! `tls_certs.rs`) has an acceptor thread of its own; they share everything else.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -26,6 +26,7 @@ use crate::metrics::{Handshakes, Stats, Tunnels};
 use crate::pool::{Pool, Sizes};
 use crate::proxy::{Proxy, Scratch};
 use crate::proxy_protocol::{self, Trusted};
+use crate::readiness::Readiness;
 use crate::redirect::Redirect;
 use crate::refuse::Tally;
 use crate::reload::Control;
@@ -51,6 +52,8 @@ pub struct Running {
     admin_addr: Option<SocketAddr>,
     control: Control,
     shutdown: Arc<Shutdown>,
+    /// What `/ready` says; told here when the listeners close.
+    readiness: Arc<Readiness>,
     /// A second handle on each listening socket, to shut it at shutdown.
     listeners: Vec<TcpListener>,
     certificates: Certificates,
@@ -109,12 +112,21 @@ impl Running {
         self.shutdown.clone()
     }
 
-    /// Blocks until a shutdown begins, then winds down: stops accepting, closes idle
+    /// Blocks until a shutdown begins, then drains for `--drain-delay` (still accepting
+    /// and serving, not ready), then winds down: stops accepting, closes idle
     /// keep-alive connections, lets the requests in flight finish (their answers close
     /// their connections) and returns when no client connection is left or `--grace`
     /// has passed, whichever comes first.
     pub fn wait(self) {
         self.shutdown.wait_begun();
+        // From the configuration in use when the signal came: a reload may change it.
+        // The signals thread exits at once on a second signal, so this sleep needs no
+        // waking.
+        let drain = self.control.config().drain_delay;
+        if !drain.is_zero() {
+            thread::sleep(drain);
+        }
+        self.readiness.set_listening(false);
         // Wakes each acceptor out of `accept` with EINVAL, and it returns; connection
         // attempts from now on are refused. The acceptors are not joined: at the
         // connection limit one waits for a slot, and that must not hold up the exit.
@@ -156,13 +168,20 @@ pub fn start(config: Config) -> io::Result<Running> {
     let handshakes = Arc::new(Handshakes::default());
     let proxy_refusals = Arc::new(proxy_protocol::Refusals::default());
     let (certificates, tls) = tls_accepting(&config, &handshakes);
+    // First: with --reuse-port, an instance started on another's admin port must fail
+    // before its proxy listeners join the others' and take a share of their connections.
+    let admin_listener = config
+        .admin
+        .as_ref()
+        .map(|a| admin::bind(a.addr))
+        .transpose()?;
     let mut listeners = Vec::new();
     for (addrs, accepting, flag) in [
         (&config.listen, &Accepting::Plain, "--listen"),
         (&config.tls_listen, &tls, "--tls-listen"),
     ] {
         for &addr in addrs {
-            let listener = listener::bind(addr, config.client_timeout)
+            let listener = listener::bind(addr, config.client_timeout, config.reuse_port)
                 .map_err(|err| io::Error::new(err.kind(), format!("{flag} {addr}: {err}")))?;
             listeners.push((listener, accepting.clone()));
         }
@@ -179,6 +198,8 @@ pub fn start(config: Config) -> io::Result<Running> {
     spill::set_memory_cap(usize::try_from(config.buffer_memory).unwrap_or(usize::MAX));
     let control = Control::new(config.clone());
     let shutdown = Arc::new(Shutdown::default());
+    // Listening once the acceptors below run; the admin interface reads it.
+    let readiness = Arc::new(Readiness::new(shutdown.clone()));
     // The counters of requests no backend was tried for: written through the tally,
     // read by the admin interface.
     let no_backend = Arc::new(Stats::default());
@@ -251,9 +272,9 @@ pub fn start(config: Config) -> io::Result<Running> {
     room.start(pool.clone(), refuse.clone())?;
 
     let limit = Limit::new(config.max_connections.get());
-    let admin_addr = match &config.admin {
+    let admin_addr = match config.admin.as_ref().zip(admin_listener) {
         None => None,
-        Some(admin) => {
+        Some((admin, listener)) => {
             let sources = admin::Sources {
                 no_backend,
                 control: control.clone(),
@@ -262,6 +283,7 @@ pub fn start(config: Config) -> io::Result<Running> {
                 handshakes: handshakes.clone(),
                 tunnels: tunnel_counts,
                 proxy_refusals: proxy_refusals.clone(),
+                readiness: readiness.clone(),
                 started,
                 config_source: match &config.config_file {
                     Some(path) => format!("file {}", path.display()),
@@ -274,7 +296,7 @@ pub fn start(config: Config) -> io::Result<Running> {
                 Accepting::Plain
             };
             Some(admin::start(
-                admin.addr,
+                listener,
                 admin.token.clone(),
                 sources,
                 accepting,
@@ -332,12 +354,14 @@ pub fn start(config: Config) -> io::Result<Running> {
                 })
             })?;
     }
+    readiness.set_listening(true);
     Ok(Running {
         plain_addrs,
         tls_addrs,
         admin_addr,
         control,
         shutdown,
+        readiness,
         listeners: handles,
         certificates,
         connections: limit,

@@ -1,8 +1,21 @@
-//! Graceful shutdown: on SIGTERM or SIGINT (`signals.rs`) the balancer stops accepting,
-//! closes the idle keep-alive connections waiting in `waiting_room.rs`, answers the
-//! requests in flight with `Connection: close` (`proxy.rs`, `connection.rs`), and returns
-//! from `server::Running::wait` once every client connection is closed or `--grace` has
-//! passed. `Shutdown` is the switch they all read.
+//! Graceful shutdown: on SIGTERM or SIGINT (`signals.rs`) the balancer first drains for
+//! `--drain-delay` (none by default): it goes on accepting and serving, but `/ready`
+//! answers 503 (`readiness.rs`) and every answer closes its connection. Then it stops
+//! accepting, closes the idle keep-alive connections waiting in `waiting_room.rs`,
+//! answers the requests in flight with `Connection: close` (`proxy.rs`, `connection.rs`),
+//! and returns from `server::Running::wait` once every client connection is closed or
+//! `--grace` has passed. `Shutdown` is the switch they all read, from the first signal
+//! on.
+//!
+//! Why the answers close their connections from the start of the drain, not only once
+//! the listeners close: the delay is there for whoever routes to us (a Kubernetes
+//! Service, an L4 balancer) to stop sending new connections here, but a keep-alive
+//! connection that is already open stays ours whatever the router does. Kept open, it
+//! would be closed at the end of the delay while idle, just when its client may be
+//! sending the next request on it, which then fails. Closed after an answer that says
+//! `Connection: close`, it costs its client one connect, which the router sends to
+//! another instance, and no request is lost. An idle connection that sends nothing
+//! during the delay is closed at its end, as without a delay.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -26,7 +39,8 @@ impl Shutdown {
         self.wake.notify_all();
     }
 
-    /// Whether the shutdown has begun: connections close after their current request.
+    /// Whether the shutdown has begun (the drain delay included): connections close
+    /// after their current request.
     pub fn is_stopping(&self) -> bool {
         // Relaxed: see begin.
         self.stopping.load(Ordering::Relaxed)

@@ -1,7 +1,7 @@
 //! The process's signals: SIGHUP reloads the config file (`reload.rs`) and then the TLS
 //! listeners' certificates (`server::Certificates`), SIGTERM and
-//! SIGINT stop the balancer gracefully (`shutdown.rs`); a second SIGTERM or SIGINT stops
-//! it at once. signal-hook turns signals into an iterator read on a thread of our own,
+//! SIGINT stop the balancer gracefully (`shutdown.rs`), after `--drain-delay`; a second
+//! SIGTERM or SIGINT stops it at once, during the delay too. signal-hook turns signals into an iterator read on a thread of our own,
 //! so none of our code runs inside a signal handler. `main.rs` starts it.
 
 use std::io;
@@ -65,10 +65,18 @@ fn watch(
                     eprintln!("roundhouse: {name} again: exiting now");
                     std::process::exit(128 + signal);
                 } else {
-                    let grace = humantime::format_duration(control.config().grace);
+                    let config = control.config();
+                    let grace = humantime::format_duration(config.grace);
+                    let drain = match config.drain_delay {
+                        d if d.is_zero() => String::new(),
+                        d => format!(
+                            "not ready from now, still serving for {}, then ",
+                            humantime::format_duration(d)
+                        ),
+                    };
                     eprintln!(
-                        "roundhouse: {name}: shutting down; requests in flight have {grace} \
-                         to finish ({name} again to exit now)"
+                        "roundhouse: {name}: shutting down; {drain}requests in flight have \
+                         {grace} to finish ({name} again to exit now)"
                     );
                     shutdown.begin();
                 }

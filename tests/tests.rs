@@ -30,6 +30,9 @@ mod admin;
 #[path = "it/operations.rs"]
 mod operations;
 
+#[path = "it/instances.rs"]
+mod instances;
+
 #[path = "it/refusals.rs"]
 mod refusals;
 

@@ -15,9 +15,15 @@
 //! 2. Without a token, `Host` must be absent, `localhost` or an IP address, with or
 //!    without a port (403 otherwise), whatever the method: a page that points its own
 //!    domain name at 127.0.0.1 (DNS rebinding) could otherwise read the answers.
-//! 3. With a token, every path but the status page `/` needs
+//! 3. With a token, every path but the status page `/` and the probes needs
 //!    `Authorization: Bearer TOKEN` (401 otherwise). The page holds no data: it asks
 //!    `/status.json` for that, with the token. The token is compared in constant time.
+//!
+//! The probes, `GET` or `HEAD` of `/live` and `/ready`, pass rules 2 and 3: a kubelet or
+//! an L4 balancer's health check knows no token (yet it reaches the admin port off
+//! loopback, where a token is required), and it sends `Host: IP:PORT`, a name, or none
+//! at all. Their answers are a word or two and hold nothing a page could steal, and
+//! they change nothing. Any other method on them meets every rule, as on any path.
 
 use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -26,6 +32,8 @@ use crate::http1::RequestHead;
 
 /// The path served without a token: the status page, which holds no data.
 const PAGE_PATH: &str = "/";
+/// The probes, read by machines that know no token and no host name (see above).
+const PROBE_PATHS: [&str; 2] = ["/live", "/ready"];
 
 /// The admin interface's access rules and the token they check.
 pub struct Guard {
@@ -56,6 +64,9 @@ impl Guard {
             return Err(Refusal::Forbidden(
                 "refused: the request comes from another web origin",
             ));
+        }
+        if !changes && PROBE_PATHS.contains(&path) {
+            return Ok(());
         }
         if self.token.is_none() && !local_host(&head.headers) {
             return Err(Refusal::Forbidden(
@@ -221,5 +232,33 @@ mod tests {
         );
         let local = request("GET /metrics HTTP/1.1\r\nHost: localhost:9000\r\n\r\n");
         assert_eq!(open.check(&local, "/metrics"), Ok(()));
+    }
+
+    #[test]
+    fn probes_need_no_token_and_no_local_host_but_meet_the_origin_rule() {
+        let kubelet = |method: &str, path: &str, host: &str| {
+            request(&format!(
+                "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: kube-probe/1.31\r\n\r\n"
+            ))
+        };
+        for guard in [Guard::new(Some("secret".into())), Guard::new(None)] {
+            for path in ["/live", "/ready"] {
+                for host in ["10.244.1.7:9901", "roundhouse.default.svc"] {
+                    for method in ["GET", "HEAD"] {
+                        let probe = kubelet(method, path, host);
+                        assert_eq!(guard.check(&probe, path), Ok(()), "{method} {path} {host}");
+                    }
+                }
+            }
+            let foreign = kubelet("GET", "/metrics", "roundhouse.default.svc");
+            assert!(guard.check(&foreign, "/metrics").is_err());
+        }
+        let post = request(
+            "POST /ready HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://evil.example\r\n\r\n",
+        );
+        assert!(matches!(
+            Guard::new(None).check(&post, "/ready"),
+            Err(Refusal::Forbidden(_))
+        ));
     }
 }

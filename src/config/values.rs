@@ -28,6 +28,14 @@ pub(super) fn duration(flag: &str, s: &str) -> Result<Duration, ConfigError> {
     }
 }
 
+/// A duration that may be zero, for a wait that zero turns off (`--drain-delay`).
+pub(super) fn duration_or_zero(flag: &str, s: &str) -> Result<Duration, ConfigError> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Ok(d),
+        _ => duration(flag, s),
+    }
+}
+
 /// A `duration` of at least `min`, for a timeout that is not checked more finely.
 pub(super) fn duration_at_least(
     flag: &str,
