@@ -110,7 +110,7 @@ const MAX_HOLD: Duration = Duration::from_secs(240);
 
 const MAX_BYTES: u64 = 64 << 30;
 
-/// Every read and write, on both sides: what the balancer writes, in a 64 KiB buffer.
+/// The size of every bulk read and write, in the tool and in the backend.
 const BLOCK: usize = 64 * 1024;
 
 /// The longest wait for one read or write: longer than any hold, in the tool and in
