@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test lint check clean bench bench-scale bench-pick chaos flood
+.PHONY: all build run test lint check clean bench bench-scale bench-pick chaos flood tunnels
 
 all: build
 
@@ -53,6 +53,14 @@ chaos: build
 # builds first. Pass options with ARGS, e.g. make flood ARGS="--scale 0.2 --attacks silent".
 flood:
 	scripts/flood.sh $(ARGS)
+
+# What Upgrade tunnels cost: 10,000 idle ones held 10 s (threads, RSS, and whether a
+# plain GET is answered meanwhile), then one tunnel's MB/s streaming 2 GiB down and
+# echoing 512 MiB, through roundhouse and then nginx when installed; prints one table
+# (README "WebSocket and Upgrade"). Loopback only, about 2-3 minutes; builds first.
+# Pass options with ARGS, e.g. make tunnels ARGS="--count 2000 --runs 1".
+tunnels:
+	scripts/tunnels.sh $(ARGS)
 
 # ns per pick for every strategy, 2/16/256 backends, 1/2/8 threads (no network).
 bench-pick:
