@@ -443,8 +443,12 @@ impl Certificates {
 /// (EMFILE) are logged and survived by the listener.
 fn raise_open_files_limit(config: &Config) {
     use rustix::process::{Resource, getrlimit, setrlimit};
-    let wanted =
-        (config.max_connections.get() + config.workers.get() * config.backends.len() + 64) as u64;
+    // A tunnel holds a backend socket beside its client's, outside the pools.
+    let tunnels = config.max_tunnels.min(config.max_connections.get());
+    let wanted = (config.max_connections.get()
+        + tunnels
+        + config.workers.get() * config.backends.len()
+        + 64) as u64;
     let mut limit = getrlimit(Resource::Nofile);
     let current = limit.current.unwrap_or(u64::MAX);
     if current >= wanted {
