@@ -48,6 +48,7 @@ pub mod clock;
 pub mod config;
 pub mod config_file;
 pub mod connection;
+pub mod dns;
 pub mod error;
 pub mod headers;
 pub mod health;
