@@ -23,7 +23,7 @@ use toml::Spanned;
 use toml::de::{DeTable, Deserializer};
 
 use crate::cli::{self, Args};
-use crate::config::{Config, ConfigError, Weight};
+use crate::config::{Config, ConfigError, Weight, check_backend_flag};
 
 /// Declares the file's top-level keys, one line per flag: `key: Value` for a flag that
 /// takes a value, `key: List` for one that may be repeated, `key: Switch` for one that
@@ -78,6 +78,8 @@ keys! {
     idle_timeout: Value,
     max_tunnels: Value,
     tunnel_idle_timeout: Value,
+    resolve_interval: Value,
+    resolver: Value,
     max_body: Value,
     request_buffering: Value,
     buffer_memory: Value,
@@ -413,8 +415,9 @@ fn load(name: &str, text: &str, cli: &[String]) -> Result<Config, Vec<String>> {
                 Some(w) if Weight::new(*w.get_ref()).is_none() => problems.line(w.span()),
                 _ => problems.line(table.address.span()),
             };
-            match Config::from_args(&["--backend", &value]) {
-                Ok(_) => from_file.push(FileFlag {
+            // Its name, if any, is looked up below, with the other flags (`--resolver`).
+            match check_backend_flag(&value) {
+                Ok(()) => from_file.push(FileFlag {
                     flag: "--backend".into(),
                     key: "backend",
                     line,
@@ -443,9 +446,22 @@ fn load(name: &str, text: &str, cli: &[String]) -> Result<Config, Vec<String>> {
             },
             Err(exit) => ConfigError::from(exit),
         };
-        let culprit = err
-            .flag()
-            .and_then(|flag| from_file.iter().position(|f| f.flag == flag));
+        let culprit = err.flag().and_then(|flag| {
+            // Of a repeated flag, the value the message names (a backend whose name has
+            // no address names its host and port), else the first.
+            let named = |f: &FileFlag| {
+                let value = f.args.get(1).map_or("", String::as_str);
+                let addr = value.split(',').next().unwrap_or_default();
+                let addr = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+                let addr = addr.strip_suffix('/').unwrap_or(addr);
+                err.message().contains(&format!("'{addr}'"))
+            };
+            let ours = || from_file.iter().enumerate().filter(|(_, f)| f.flag == flag);
+            ours()
+                .find(|(_, f)| named(f))
+                .or_else(|| ours().next())
+                .map(|(i, _)| i)
+        });
         match culprit {
             Some(i) => {
                 let f = from_file.remove(i);
