@@ -46,14 +46,29 @@ impl Discovery {
     /// bring the first name.
     pub fn ensure(&self) -> io::Result<()> {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        if *running || !wanted(&self.control.config()) {
+        let config = self.control.config();
+        let Some(every) = config
+            .resolve_interval
+            .filter(|_| wanted(&config) && !*running)
+        else {
             return Ok(());
-        }
+        };
         let this = self.clone();
         thread::Builder::new()
             .name("resolver".into())
             .spawn(move || this.run())?;
         *running = true;
+        let names: Vec<String> = config
+            .backend_sources
+            .iter()
+            .filter_map(|s| s.name.as_ref().map(ToString::to_string))
+            .collect();
+        eprintln!(
+            "roundhouse: looking {} up every {} at {}",
+            names.join(", "),
+            humantime::format_duration(every),
+            config.resolver
+        );
         Ok(())
     }
 
