@@ -602,6 +602,27 @@ address = "http://127.0.0.1:9002"
     }
 
     #[test]
+    fn a_backend_name_without_an_answer_is_blamed_on_its_own_table() {
+        // Nothing listens there: each query is refused at once.
+        let gone = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let text = format!(
+            "resolver = \"{gone}\"\n\n[[backend]]\naddress = \"127.0.0.1:9001\"\n\n\
+             [[backend]]\naddress = \"svc.test:9002\"\nweight = 2\n"
+        );
+        let problems = load_str(&text, &[]).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(&format!(
+                "rh.toml:7: backend: 'svc.test:9002' cannot be looked up: {gone}: "
+            )),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn a_typed_flag_wins_over_the_file() {
         let text =
             "workers = 7\nstrategy = \"random\"\n[[backend]]\naddress = \"127.0.0.1:9001\"\n";

@@ -227,9 +227,10 @@ impl Note {
     /// The log line for `name`, which has `backends` backends now.
     fn say(&self, name: &str, backends: usize, resolver: &Resolver) -> String {
         match self {
+            // `why` names the server, or is the system's own words.
             Note::Failed(why) => format!(
-                "cannot look {name} up at {resolver} ({why}); its {backends} backends stay \
-                 until a lookup answers"
+                "cannot look {name} up ({why}); its {backends} backends stay until a lookup \
+                 answers"
             ),
             Note::Answers => format!("{name} is answered again at {resolver}"),
             Note::MissingOnce => format!(

@@ -636,6 +636,15 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(need_restart(&running, &running), Vec::<String>::new());
+        let names = config(&[
+            "--backend",
+            "127.0.0.1:9001",
+            "--resolve-interval",
+            "0s",
+            "--resolver",
+            "127.0.0.1:53",
+        ]);
+        assert_eq!(need_restart(&running, &names), Vec::<String>::new());
         let health = config(&["--backend", "127.0.0.1:9001", "--max-fails", "0"]);
         assert_eq!(need_restart(&running, &health), ["health"]);
     }
