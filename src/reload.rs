@@ -32,8 +32,8 @@ pub struct Control {
 struct Inner {
     balancer: Arc<ArcSwap<Balancer>>,
     /// What the running balancer was built from: the backends and strategy as last
-    /// applied (weights as last set), the listeners' certificate pairs as last read,
-    /// everything else as at startup.
+    /// applied (weights as last set, names' addresses as last found), the listeners'
+    /// certificate pairs as last read, everything else as at startup.
     running: Mutex<Config>,
     /// Reloads applied so far. Written only by `apply`, while it holds `running`, and
     /// read under that lock too: the mutex orders it, so Relaxed is enough.
