@@ -147,6 +147,18 @@ pub struct Args {
     #[argh(option, default = "String::from(\"0s\")")]
     pub drain_delay: String,
 
+    // Backends found by DNS (issue 13).
+    /// a --backend that names a host is looked up again this often: each address is a
+    /// backend, new ones are added and vanished ones removed; at least 1s, or 0s to look
+    /// names up only at start and on reload (default: 5s)
+    #[argh(option, default = "String::from(\"5s\")")]
+    pub resolve_interval: String,
+
+    /// look backend names up at this DNS server, ip:port, over UDP (TCP when an answer
+    /// is truncated) (default: the system's resolver)
+    #[argh(option)]
+    pub resolver: Option<String>,
+
     /// largest request body accepted, e.g. 512k, 10MiB, 1G; larger gets 413
     /// (default: off, no limit)
     #[argh(option)]

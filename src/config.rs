@@ -3,9 +3,9 @@
 //! that names the flag and the value, in one line.
 //!
 //! The pieces: `listeners.rs` (the plain and TLS listeners and their certificates),
-//! `strategy.rs` (the strategies and their one list of names), `backend.rs` (`--backend`
-//! and the weight rule), `values.rs` (durations, sizes, addresses) and `error.rs`
-//! (`ConfigError`).
+//! `strategy.rs` (the strategies and their one list of names), `backend.rs` (`--backend`,
+//! its names looked up through `dns.rs`, and the weight rule), `values.rs` (durations,
+//! sizes, addresses) and `error.rs` (`ConfigError`).
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{self, Args};
+use crate::dns::Resolver;
 use crate::upstream::{Tls, TlsFlags};
 
 mod backend;
@@ -21,14 +22,14 @@ mod listeners;
 mod strategy;
 mod values;
 
-pub use backend::{BackendSpec, WEIGHT_RULE, Weight};
+pub use backend::{BackendSource, BackendSpec, HostPort, WEIGHT_RULE, Weight, expand};
 pub use error::ConfigError;
 #[cfg(all(test, feature = "tls"))]
 pub(crate) use listeners::test_pairs;
 pub use listeners::{CertPair, DEFAULT_LISTEN, ListenerTls};
 pub use strategy::{HashKey, STRATEGIES, Strategy, StrategyKind, StrategyName};
 
-use backend::parse_backend;
+use backend::{check_backend, parse_backend};
 use listeners::Listeners;
 use values::{duration, duration_at_least, duration_or_zero, nonzero, parse_size, resolve};
 
@@ -37,6 +38,10 @@ pub const MAX_HEAD: usize = 32 * 1024;
 
 /// The shortest `--tunnel-idle-timeout`: tunnels are timed to the second.
 pub const MIN_TUNNEL_IDLE: Duration = Duration::from_secs(1);
+
+/// The shortest `--resolve-interval` but 0s (off): a name is looked up at most once a
+/// second.
+pub const MIN_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The backends used when no `--backend` is given: the blog's two.
 pub const DEFAULT_BACKENDS: [&str; 2] = ["127.0.0.1:8081", "127.0.0.1:8082"];
@@ -59,7 +64,9 @@ pub struct Config {
     pub proxy_protocol: bool,
     /// `--trusted-proxy`: who may say who the client is (proxy_protocol.rs).
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Never empty: `from_cli` falls back to DEFAULT_BACKENDS.
+    /// The backend set: `expand(&backend_sources)`. Never empty when read (`from_cli`
+    /// falls back to DEFAULT_BACKENDS, and a name must have an address then); empty
+    /// only while every `--backend` names a host that has gone (discovery.rs).
     pub backends: Vec<BackendSpec>,
     /// True when `backends` came from DEFAULT_BACKENDS (said in the startup line).
     pub default_backends: bool,
@@ -88,6 +95,16 @@ pub struct Config {
     /// `--drain-delay`: after SIGTERM or SIGINT, how long the listeners keep accepting,
     /// not ready, before the graceful stop (shutdown.rs). Zero: no drain.
     pub drain_delay: Duration,
+    // Backends found by DNS (issue 13).
+    /// Every `--backend` as typed, in order, with the addresses each stands for now:
+    /// what the resolver thread (discovery.rs) looks up again, and changes.
+    pub backend_sources: Vec<BackendSource>,
+    /// `--resolve-interval`: how often the names among them are looked up again;
+    /// `None` (`0s`): only when the configuration is read (start and reload). Never
+    /// under MIN_RESOLVE_INTERVAL.
+    pub resolve_interval: Option<Duration>,
+    /// `--resolver`: where the names are looked up.
+    pub resolver: Resolver,
     pub max_body: Option<u64>,
     /// `--request-buffering`: request bodies are read whole on the event side before a
     /// worker forwards them.
@@ -197,17 +214,28 @@ impl Config {
         } else {
             args.backend
         };
-        let backends = typed
+        let resolver = match &args.resolver {
+            None => Resolver::System,
+            Some(s) => Resolver::Server(s.parse().map_err(|_| {
+                ConfigError::new(
+                    "--resolver",
+                    format!("'{s}' is not ip:port (example: 127.0.0.1:53)"),
+                )
+            })?),
+        };
+        let backend_sources = typed
             .iter()
-            .map(|b| parse_backend(b).map_err(|why| ConfigError::new("--backend", why)))
+            .map(|b| parse_backend(b, &resolver).map_err(|why| ConfigError::new("--backend", why)))
             .collect::<Result<Vec<_>, _>>()?;
+        let backends = expand(&backend_sources);
         let backend_tls = TlsFlags {
             ca: args.backend_ca.as_ref().map(PathBuf::from),
             cert: args.backend_cert.as_ref().map(PathBuf::from),
             key: args.backend_key.as_ref().map(PathBuf::from),
             insecure: args.backend_insecure,
         };
-        let tls = Tls::load(&backend_tls, backends.iter().any(|b| b.https.is_some()))?;
+        let https = backend_sources.iter().any(|b| b.https.is_some());
+        let tls = Tls::load(&backend_tls, https)?;
         Ok(Config {
             listen: listeners.listen,
             tls_listen: listeners.tls_listen,
@@ -239,6 +267,16 @@ impl Config {
             )?,
             reuse_port: args.reuse_port,
             drain_delay: duration_or_zero("--drain-delay", &args.drain_delay)?,
+            backend_sources,
+            resolve_interval: match humantime::parse_duration(&args.resolve_interval) {
+                Ok(d) if d.is_zero() => None,
+                _ => Some(duration_at_least(
+                    "--resolve-interval",
+                    &args.resolve_interval,
+                    MIN_RESOLVE_INTERVAL,
+                )?),
+            },
+            resolver,
             grace: duration("--grace", &args.grace)?,
             config_file: args.config.as_ref().map(PathBuf::from),
             max_body: match &args.max_body {
@@ -289,6 +327,15 @@ impl Config {
             },
         })
     }
+}
+
+/// Checks one `--backend` value without looking its name up: for the config file, which
+/// checks each `[[backend]]` table alone before it reads the flags together (with
+/// `--resolver`).
+pub fn check_backend_flag(value: &str) -> Result<(), ConfigError> {
+    check_backend(value)
+        .map(drop)
+        .map_err(|why| ConfigError::new("--backend", why))
 }
 
 /// `--admin`, `--admin-token` and `--admin-tls`. The admin interface changes the
@@ -502,6 +549,62 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "--drain-delay: 'soon' is not a duration (examples: 500ms, 2s, 1m)"
+        );
+    }
+
+    #[test]
+    fn names_are_looked_up_again_every_5s_by_the_system_unless_told() {
+        let c = Config::from_args(&[]).unwrap();
+        assert_eq!(c.resolve_interval, Some(Duration::from_secs(5)));
+        assert_eq!(c.resolver, Resolver::System);
+        assert!(c.backend_sources.iter().all(|b| b.name.is_none()));
+        let c = Config::from_args(&["--resolve-interval", "0s", "--resolver", "127.0.0.1:5353"])
+            .unwrap();
+        assert_eq!(c.resolve_interval, None);
+        assert_eq!(
+            c.resolver,
+            Resolver::Server("127.0.0.1:5353".parse().unwrap())
+        );
+        let c = Config::from_args(&["--resolve-interval", "1m", "--resolver", "[::1]:53"]).unwrap();
+        assert_eq!(c.resolve_interval, Some(Duration::from_secs(60)));
+        for (args, line) in [
+            (
+                &["--resolve-interval", "500ms"][..],
+                "--resolve-interval: '500ms' must be at least 1s",
+            ),
+            (
+                &["--resolve-interval", "often"],
+                "--resolve-interval: 'often' is not a duration (examples: 500ms, 2s, 1m)",
+            ),
+            (
+                &["--resolver", "dns.internal:53"],
+                "--resolver: 'dns.internal:53' is not ip:port (example: 127.0.0.1:53)",
+            ),
+        ] {
+            assert_eq!(Config::from_args(args).unwrap_err().to_string(), line);
+        }
+    }
+
+    #[test]
+    fn a_name_is_as_many_backends_as_it_has_addresses() {
+        let c = Config::from_args(&[
+            "--backend",
+            "localhost:9000,weight=2",
+            "--backend",
+            "127.0.0.1:9001",
+        ])
+        .unwrap();
+        let name = c.backend_sources[0].name.as_ref().map(ToString::to_string);
+        assert_eq!(name.as_deref(), Some("localhost:9000"));
+        assert_eq!(c.backends, expand(&c.backend_sources));
+        assert!(
+            c.backends
+                .iter()
+                .any(|b| b.addr == "127.0.0.1:9000".parse().unwrap() && b.weight.get() == 2)
+        );
+        assert_eq!(
+            c.backends.last().unwrap().addr,
+            "127.0.0.1:9001".parse().unwrap()
         );
     }
 

@@ -23,7 +23,7 @@ use toml::Spanned;
 use toml::de::{DeTable, Deserializer};
 
 use crate::cli::{self, Args};
-use crate::config::{Config, ConfigError, Weight};
+use crate::config::{Config, ConfigError, Weight, check_backend_flag};
 
 /// Declares the file's top-level keys, one line per flag: `key: Value` for a flag that
 /// takes a value, `key: List` for one that may be repeated, `key: Switch` for one that
@@ -82,6 +82,8 @@ keys! {
     tunnel_idle_timeout: Value,
     reuse_port: Switch,
     drain_delay: Value,
+    resolve_interval: Value,
+    resolver: Value,
     max_body: Value,
     request_buffering: Value,
     buffer_memory: Value,
@@ -417,8 +419,9 @@ fn load(name: &str, text: &str, cli: &[String]) -> Result<Config, Vec<String>> {
                 Some(w) if Weight::new(*w.get_ref()).is_none() => problems.line(w.span()),
                 _ => problems.line(table.address.span()),
             };
-            match Config::from_args(&["--backend", &value]) {
-                Ok(_) => from_file.push(FileFlag {
+            // Its name, if any, is looked up below, with the other flags (`--resolver`).
+            match check_backend_flag(&value) {
+                Ok(()) => from_file.push(FileFlag {
                     flag: "--backend".into(),
                     key: "backend",
                     line,
@@ -447,9 +450,22 @@ fn load(name: &str, text: &str, cli: &[String]) -> Result<Config, Vec<String>> {
             },
             Err(exit) => ConfigError::from(exit),
         };
-        let culprit = err
-            .flag()
-            .and_then(|flag| from_file.iter().position(|f| f.flag == flag));
+        let culprit = err.flag().and_then(|flag| {
+            // Of a repeated flag, the value the message names (a backend whose name has
+            // no address names its host and port), else the first.
+            let named = |f: &FileFlag| {
+                let value = f.args.get(1).map_or("", String::as_str);
+                let addr = value.split(',').next().unwrap_or_default();
+                let addr = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+                let addr = addr.strip_suffix('/').unwrap_or(addr);
+                err.message().contains(&format!("'{addr}'"))
+            };
+            let ours = || from_file.iter().enumerate().filter(|(_, f)| f.flag == flag);
+            ours()
+                .find(|(_, f)| named(f))
+                .or_else(|| ours().next())
+                .map(|(i, _)| i)
+        });
         match culprit {
             Some(i) => {
                 let f = from_file.remove(i);
@@ -587,6 +603,27 @@ address = "http://127.0.0.1:9002"
             [("127.0.0.1:9001".into(), 3), ("127.0.0.1:9002".into(), 1)]
         );
         assert!(!c.default_backends);
+    }
+
+    #[test]
+    fn a_backend_name_without_an_answer_is_blamed_on_its_own_table() {
+        // Nothing listens there: each query is refused at once.
+        let gone = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let text = format!(
+            "resolver = \"{gone}\"\n\n[[backend]]\naddress = \"127.0.0.1:9001\"\n\n\
+             [[backend]]\naddress = \"svc.test:9002\"\nweight = 2\n"
+        );
+        let problems = load_str(&text, &[]).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(&format!(
+                "rh.toml:7: backend: 'svc.test:9002' cannot be looked up: {gone}: "
+            )),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -201,7 +201,11 @@ pub fn run<B: Deref<Target = Balancer>>(current: impl Fn() -> B, health: &Health
             streaks = vec![Streak::default(); backends.len()];
         }
         let Some((i, &when)) = next.iter().enumerate().min_by_key(|(_, t)| **t) else {
-            return;
+            // No backend to probe (every name has gone, discovery.rs): until the set
+            // fills again.
+            drop(balancer);
+            thread::sleep(checks.interval);
+            continue;
         };
         let now = Instant::now();
         if when > now {

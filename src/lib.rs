@@ -32,7 +32,9 @@
 //!
 //! `server` wires these together; `cli`, `config` and `config_file` read the command
 //! line and the `--config` file. `signals` turns SIGHUP into a `reload` and SIGTERM into
-//! a graceful `shutdown`.
+//! a graceful `shutdown`. A backend given by host name is looked up with `dns`, and
+//! again and again by the resolver thread of `discovery`, which changes the backend set
+//! through `reload`.
 //!
 //! Along the way each request is counted in `metrics` (atomics only), notes its
 //! attempts in a `trace` (the `--trace-header` answer headers) and gets a `request_id`;
@@ -48,6 +50,8 @@ pub mod clock;
 pub mod config;
 pub mod config_file;
 pub mod connection;
+pub mod discovery;
+pub mod dns;
 pub mod error;
 pub mod headers;
 pub mod health;

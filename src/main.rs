@@ -106,6 +106,7 @@ fn main() -> ExitCode {
             source,
             running.control(),
             running.certificates(),
+            running.discovery(),
             running.shutdown(),
         )
     }) {

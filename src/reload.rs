@@ -8,16 +8,19 @@
 //! (`balancer::Live`): connection pool, counters, health.
 //!
 //! `Control` is the handle. `signals.rs` applies a config file read again on SIGHUP
-//! through it, and the admin interface changes weights through it. Both kinds of change
-//! are serialised by one mutex, which the request path never takes.
+//! through it, the admin interface changes weights through it, and the resolver thread
+//! (`discovery.rs`) the addresses of backends given by name. Every kind of change is
+//! serialised by one mutex, which the request path never takes.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 
 use crate::balancer::{Backend, Balancer};
-use crate::config::{Config, WEIGHT_RULE, Weight};
+use crate::clock;
+use crate::config::{BackendSource, BackendSpec, Config, WEIGHT_RULE, Weight, expand};
 use crate::upstream::Settings;
 
 /// Swaps the balancer; cheap to clone.
@@ -29,12 +32,16 @@ pub struct Control {
 struct Inner {
     balancer: Arc<ArcSwap<Balancer>>,
     /// What the running balancer was built from: the backends and strategy as last
-    /// applied (weights as last set), the listeners' certificate pairs as last read, the
-    /// drain delay as last applied, everything else as at startup.
+    /// applied (weights as last set, names' addresses as last found), the listeners'
+    /// certificate pairs as last read, the drain delay as last applied, everything
+    /// else as at startup.
     running: Mutex<Config>,
+    /// Reloads applied so far. Written only by `apply`, while it holds `running`, and
+    /// read under that lock too: the mutex orders it, so Relaxed is enough.
+    generation: AtomicU64,
 }
 
-/// What a reload changed, for its log line.
+/// What a reload (or a new DNS answer) changed, for its log line.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Applied {
     /// Backends that stayed (same address), came and went.
@@ -54,6 +61,7 @@ impl Control {
             inner: Arc::new(Inner {
                 balancer: Arc::new(ArcSwap::from_pointee(balancer)),
                 running: Mutex::new(config),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -74,40 +82,45 @@ impl Control {
         self.running().clone()
     }
 
+    /// The configuration in use now and its generation, which every reload changes: for
+    /// the resolver thread, whose lookups count only for the generation they were made
+    /// for (`resolved`).
+    pub fn generation_and_config(&self) -> (u64, Config) {
+        let running = self.running();
+        // Relaxed: see Inner::generation.
+        (
+            self.inner.generation.load(Ordering::Relaxed),
+            running.clone(),
+        )
+    }
+
     /// Switches to the backends and strategy of `new` (a reloaded config file) and takes
-    /// its certificate pairs, which the TLS listeners read again on SIGHUP, and its drain
-    /// delay, which `server::Running::wait` reads when a shutdown begins. Drains,
-    /// disables and weights set at runtime are undone: the file says what runs. Other
-    /// settings that differ are listed in `need_restart` and left as they are.
+    /// its certificate pairs, which the TLS listeners read again on SIGHUP, its drain
+    /// delay, which `server::Running::wait` reads when a shutdown begins, and its
+    /// backend names and how they are looked up, which the resolver thread then looks
+    /// up. Drains, disables and weights set at runtime are undone: the file says what
+    /// runs. Other settings that differ are listed in `need_restart` and left as they
+    /// are.
     pub fn apply(&self, new: &Config) -> Applied {
         let mut running = self.running();
         let before = self.current();
-        let stays = |addr: SocketAddr| new.backends.iter().any(|b| b.addr == addr);
-        let mut applied = Applied {
-            kept: 0,
-            added: 0,
-            removed: 0,
-            need_restart: need_restart(&running, new),
-        };
+        let mut applied = diff(&addrs(before.backends()), &new.backends);
+        applied.need_restart = need_restart(&running, new);
         for b in before.backends() {
-            if stays(b.upstream.addr()) {
-                applied.kept += 1;
+            if new
+                .backends
+                .iter()
+                .any(|spec| spec.addr == b.upstream.addr())
+            {
                 b.marks().carry_over();
-            } else {
-                applied.removed += 1;
             }
         }
-        applied.added = new
-            .backends
-            .iter()
-            .filter(|spec| {
-                !before
-                    .backends()
-                    .iter()
-                    .any(|b| b.upstream.addr() == spec.addr)
-            })
-            .count();
         running.backends = new.backends.clone();
+        running.backend_sources = new.backend_sources.clone();
+        running.resolve_interval = new.resolve_interval;
+        running.resolver = new.resolver.clone();
+        // Relaxed: see Inner::generation.
+        self.inner.generation.fetch_add(1, Ordering::Relaxed);
         running.default_backends = new.default_backends;
         running.strategy = new.strategy.clone();
         running.listener_tls = new.listener_tls.clone();
@@ -120,6 +133,48 @@ impl Control {
         }
         self.swap(&running, before.backends());
         applied
+    }
+
+    /// Switches to the addresses the resolver thread found for the backend flags of
+    /// `generation`: a backend whose address stays keeps its live state, its drain and
+    /// the weight set at runtime; one that is new ramps up with `--slow-start`; one that
+    /// has gone gets no new request, and those in flight finish on the old set. `None`
+    /// when the set stays as it is, or when a reload came since the lookups began (they
+    /// were of flags that no longer run).
+    pub fn resolved(&self, generation: u64, sources: Vec<BackendSource>) -> Option<Applied> {
+        let mut running = self.running();
+        // Relaxed: see Inner::generation.
+        if self.inner.generation.load(Ordering::Relaxed) != generation {
+            return None;
+        }
+        let mut backends = expand(&sources);
+        for spec in &mut backends {
+            let same = |old: &&BackendSpec| {
+                old.addr == spec.addr && old.https == spec.https && old.backup == spec.backup
+            };
+            if let Some(old) = running.backends.iter().find(same) {
+                spec.weight = old.weight;
+            }
+        }
+        running.backend_sources = sources;
+        if backends == running.backends {
+            return None;
+        }
+        let before = self.current();
+        let applied = diff(&addrs(before.backends()), &backends);
+        running.backends = backends;
+        let balancer = build(&running, before.backends());
+        if running.health.slow_start.is_some() {
+            let now = clock::now_ms().max(1);
+            let old = addrs(before.backends());
+            for b in balancer.backends() {
+                if !old.contains(&b.upstream.addr()) {
+                    b.standing().start_ramp(now);
+                }
+            }
+        }
+        self.inner.balancer.store(Arc::new(balancer));
+        Some(applied)
     }
 
     /// Sets one backend's weight, from 1 to 1000, until the next reload. The strategies
@@ -152,6 +207,28 @@ impl Control {
 
     fn swap(&self, config: &Config, previous: &[Backend]) {
         self.inner.balancer.store(Arc::new(build(config, previous)));
+    }
+}
+
+fn addrs(backends: &[Backend]) -> Vec<SocketAddr> {
+    backends.iter().map(|b| b.upstream.addr()).collect()
+}
+
+/// How the backend set changes from the addresses `before` to `after`, by address: the
+/// backends of `before` that stay and those that go, and those of `after` that are new.
+fn diff(before: &[SocketAddr], after: &[BackendSpec]) -> Applied {
+    let kept = before
+        .iter()
+        .filter(|addr| after.iter().any(|spec| spec.addr == **addr))
+        .count();
+    Applied {
+        kept,
+        removed: before.len() - kept,
+        added: after
+            .iter()
+            .filter(|spec| !before.contains(&spec.addr))
+            .count(),
+        need_restart: Vec::new(),
     }
 }
 
@@ -189,6 +266,11 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
         backends: _,
         default_backends: _,
         strategy: _,
+        // ...the backend names and how they are looked up (the resolver thread reads
+        // them every round)...
+        backend_sources: _,
+        resolve_interval: _,
+        resolver: _,
         // Read from the files at start: what the flags below name.
         tls: _,
         backend_tls,
@@ -431,6 +513,96 @@ mod tests {
     }
 
     #[test]
+    fn the_diff_counts_by_address() {
+        let spec = |addr: &str| config(&["--backend", addr]).backends[0].clone();
+        let before: Vec<SocketAddr> = ["10.0.0.1:80", "10.0.0.2:80"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let after = [
+            spec("10.0.0.2:80"),
+            spec("10.0.0.3:80"),
+            spec("10.0.0.4:80"),
+        ];
+        let applied = diff(&before, &after);
+        assert_eq!((applied.kept, applied.added, applied.removed), (1, 2, 1));
+        let applied = diff(&before, &[]);
+        assert_eq!((applied.kept, applied.added, applied.removed), (0, 0, 2));
+        let applied = diff(&[], &after[..1]);
+        assert_eq!((applied.kept, applied.added, applied.removed), (0, 1, 0));
+    }
+
+    #[test]
+    fn new_addresses_keep_what_stays_and_ramp_up_what_comes() {
+        let control = Control::new(config(&[
+            "--backend",
+            "localhost:9001",
+            "--backend",
+            "127.0.0.9:9009,backup",
+            "--slow-start",
+            "1h",
+        ]));
+        let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+        let (generation, running) = control.generation_and_config();
+        // localhost may have ::1 too: from one address.
+        let mut sources = running.backend_sources.clone();
+        sources[0].addrs = sources[0].at(&[ip("127.0.0.1")]);
+        control.resolved(generation, sources.clone());
+        let old = control.current();
+        let first = old.backends()[0].upstream.addr();
+        let held = old.backends()[0].start();
+        old.backends()[0].marks().drain();
+        control.set_weight(first, 4).unwrap();
+
+        sources[0].addrs = sources[0].at(&[first.ip(), ip("127.0.0.2")]);
+        let applied = control.resolved(generation, sources.clone()).unwrap();
+        assert_eq!((applied.kept, applied.added, applied.removed), (2, 1, 0));
+        let new = control.current();
+        let at = |addr: &str| -> &Backend {
+            let addr: SocketAddr = addr.parse().unwrap();
+            new.backends()
+                .iter()
+                .find(|b| b.upstream.addr() == addr)
+                .unwrap()
+        };
+        // What stays keeps its counters, its drain and its runtime weight...
+        let kept = at(&first.to_string());
+        assert_eq!(
+            (kept.in_flight(), kept.is_drained(), kept.weight),
+            (1, true, 4)
+        );
+        assert_eq!(kept.standing().ramp_from(), None);
+        // ...what comes ramps up with --slow-start, and the typed backup stays last.
+        assert!(at("127.0.0.2:9001").standing().ramp_from().is_some());
+        assert!(new.backends().last().unwrap().is_backup());
+        assert_eq!(control.config().backend_sources, sources);
+        // The same answer again changes nothing.
+        assert_eq!(control.resolved(generation, sources.clone()), None);
+
+        sources[0].addrs = sources[0].at(&[ip("127.0.0.2")]);
+        let applied = control.resolved(generation, sources.clone()).unwrap();
+        assert_eq!((applied.kept, applied.added, applied.removed), (2, 0, 1));
+        // The request in flight on the address that went ends on the set it began on.
+        assert_eq!(old.backends()[0].in_flight(), 1);
+        drop(held);
+        assert_eq!(old.backends()[0].in_flight(), 0);
+        assert_eq!(control.current().backends().len(), 2);
+
+        // Lookups made before a reload do not count after it.
+        control.apply(&config(&["--backend", "localhost:9003"]));
+        sources[0].addrs.clear();
+        assert_eq!(control.resolved(generation, sources), None);
+        let (now, running) = control.generation_and_config();
+        assert_ne!(now, generation);
+        assert_eq!(running.backends[0].addr.port(), 9003);
+        // A name that has gone leaves no backend.
+        let mut gone = running.backend_sources.clone();
+        gone[0].addrs.clear();
+        assert_eq!(control.resolved(now, gone).map(|a| a.removed), Some(1));
+        assert!(control.current().backends().is_empty());
+    }
+
+    #[test]
     fn settings_a_reload_cannot_apply_are_named() {
         let control = Control::new(config(&["--backend", "127.0.0.1:9001"]));
         let applied = control.apply(&config(&[
@@ -493,6 +665,15 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(need_restart(&running, &running), Vec::<String>::new());
+        let names = config(&[
+            "--backend",
+            "127.0.0.1:9001",
+            "--resolve-interval",
+            "0s",
+            "--resolver",
+            "127.0.0.1:53",
+        ]);
+        assert_eq!(need_restart(&running, &names), Vec::<String>::new());
         let health = config(&["--backend", "127.0.0.1:9001", "--max-fails", "0"]);
         assert_eq!(need_restart(&running, &health), ["health"]);
     }

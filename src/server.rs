@@ -18,6 +18,7 @@ use crate::admin;
 use crate::client::{self, Client};
 use crate::config::{CertPair, Config};
 use crate::connection::{self, Shared};
+use crate::discovery::Discovery;
 use crate::error::ProxyError;
 use crate::health::{self, Health};
 use crate::http1::HeadProgress;
@@ -57,6 +58,8 @@ pub struct Running {
     /// A second handle on each listening socket, to shut it at shutdown.
     listeners: Vec<TcpListener>,
     certificates: Certificates,
+    /// The resolver thread of backends given by name, which a reload may start.
+    discovery: Discovery,
     /// Open client connections: shutdown waits for them to close.
     connections: Arc<Limit>,
     waiting_room: WaitingRoom,
@@ -94,6 +97,11 @@ impl Running {
     /// What a SIGHUP re-reads besides the config file (signals.rs).
     pub fn certificates(&self) -> Certificates {
         self.certificates.clone()
+    }
+
+    /// What a SIGHUP starts when a reload brings the first backend name (signals.rs).
+    pub fn discovery(&self) -> Discovery {
+        self.discovery.clone()
     }
 
     /// The admin interface's bound address (useful with port 0).
@@ -238,6 +246,9 @@ pub fn start(config: Config) -> io::Result<Running> {
             .https_redirect
             .then(|| Redirect::new(tls_addrs.first().map(SocketAddr::port))),
     });
+    // Backends given by name are looked up again on a thread of their own.
+    let discovery = Discovery::new(control.clone(), shutdown.clone());
+    discovery.ensure()?;
     if config.health.checks.is_some() {
         let control = control.clone();
         thread::Builder::new()
@@ -364,6 +375,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         readiness,
         listeners: handles,
         certificates,
+        discovery,
         connections: limit,
         waiting_room,
         tunnels,

@@ -1,7 +1,9 @@
-//! The process's signals: SIGHUP reloads the config file (`reload.rs`) and then the TLS
-//! listeners' certificates (`server::Certificates`), SIGTERM and
-//! SIGINT stop the balancer gracefully (`shutdown.rs`), after `--drain-delay`; a second
-//! SIGTERM or SIGINT stops it at once, during the delay too. signal-hook turns signals into an iterator read on a thread of our own,
+//! The process's signals: SIGHUP reloads the config file (`reload.rs`), starts the
+//! resolver thread if the file brings its first backend name (`discovery.rs`), and then
+//! reloads the TLS listeners' certificates (`server::Certificates`); SIGTERM and SIGINT
+//! stop the balancer gracefully (`shutdown.rs`), after `--drain-delay`; a second SIGTERM
+//! or SIGINT stops it at once, during the delay too. signal-hook turns signals into an
+//! iterator read on a thread of our own,
 //! so none of our code runs inside a signal handler. `main.rs` starts it.
 
 use std::io;
@@ -12,6 +14,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config_file::Source;
+use crate::discovery::Discovery;
 use crate::reload::Control;
 use crate::server::Certificates;
 use crate::shutdown::Shutdown;
@@ -33,9 +36,10 @@ impl Caught {
         source: Source,
         control: Control,
         certificates: Certificates,
+        discovery: Discovery,
         shutdown: Arc<Shutdown>,
     ) -> io::Result<()> {
-        watch(self.0, source, control, certificates, shutdown)
+        watch(self.0, source, control, certificates, discovery, shutdown)
     }
 }
 
@@ -44,6 +48,7 @@ fn watch(
     source: Source,
     control: Control,
     certificates: Certificates,
+    discovery: Discovery,
     shutdown: Arc<Shutdown>,
 ) -> io::Result<()> {
     thread::Builder::new()
@@ -57,6 +62,9 @@ fn watch(
                 };
                 if signal == SIGHUP {
                     reload(&source, &control);
+                    if let Err(err) = discovery.ensure() {
+                        eprintln!("roundhouse: cannot start the resolver thread: {err}");
+                    }
                     // After the file: a reload may name other certificate files.
                     if certificates.any() {
                         certificates.reload(&control.config().listener_tls.pairs);

@@ -42,6 +42,9 @@ mod health;
 #[path = "it/slow_clients.rs"]
 mod slow_clients;
 
+#[path = "it/discovery.rs"]
+mod discovery;
+
 #[path = "it/backend_tls.rs"]
 mod backend_tls;
 

@@ -79,7 +79,7 @@ enum Picker {
 }
 
 pub struct Balancer {
-    /// Never empty (config.rs guarantees at least one backend).
+    /// Empty only while every backend flag names a host that has gone (discovery.rs).
     backends: Vec<Backend>,
     picker: Picker,
     strategy_name: &'static str,
@@ -193,6 +193,17 @@ impl Balancer {
     /// nothing. Lazy and allocation-free; a clone replays the same order.
     pub fn candidates(&self, ctx: &PickContext<'_>) -> Candidates<'_> {
         let backends = &self.backends[..];
+        if backends.is_empty() {
+            // Every name has gone (discovery.rs): no strategy has anything to pick from.
+            return Candidates {
+                backends,
+                pick: None,
+                started: false,
+                rest: Rest::Wrap(1),
+                admit: Admit::Any,
+                tail: 0,
+            };
+        }
         let (first, rest) = match &self.picker {
             Picker::RoundRobin(s) => (s.pick(backends), Rest::Wrap(1)),
             Picker::Random(s) => (s.pick(backends, below), Rest::Wrap(1)),
@@ -527,6 +538,16 @@ mod tests {
             let mut sorted = order.clone();
             sorted.sort();
             assert_eq!(sorted, [0, 1, 3], "{strategy:?}: {order:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_set_has_no_candidate() {
+        for strategy in every_strategy() {
+            let balancer = Balancer::with_backends(Vec::new(), &strategy)
+                .with_failover(Some(Duration::from_secs(1)), AllDown::FailOpen);
+            let headers = HeaderMap::new();
+            assert_eq!(balancer.candidates(&context(&headers, "/")).count(), 0);
         }
     }
 

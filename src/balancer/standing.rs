@@ -8,7 +8,8 @@
 //! `ejections`, `last_ejection`) is for everyone: the strategies on every pick, the admin
 //! interface, health.rs itself. The write side is health.rs's alone: the policy (how
 //! many failures, how long, how many backends at once) is decided there, and these
-//! methods only store its decisions. They are `pub(crate)` because health.rs is not
+//! methods only store its decisions. One exception: reload.rs starts the slow-start
+//! ramp of a backend that a DNS answer has just added (`start_ramp`). They are `pub(crate)` because health.rs is not
 //! inside `balancer/`, which is as narrow as Rust can say it; each is named for a health
 //! event and names health.rs as its one caller. The read side writes one thing only: it
 //! clears a deadline it finds passed (`is_out`, `ramp_share`), with a compare-exchange
@@ -176,8 +177,9 @@ impl Standing {
         true
     }
 
-    /// Starts a slow-start ramp at `from`: the backend has just come back up. Called only
-    /// by health.rs (its probe streak flipped the backend up), and by tests.
+    /// Starts a slow-start ramp at `from`: the backend has just come back up, or just
+    /// appeared. Called only by health.rs (its probe streak flipped the backend up), by
+    /// reload.rs (`Control::resolved`: a DNS answer added it), and by tests.
     pub(crate) fn start_ramp(&self, from: u64) {
         self.ramp_from.store(from, Ordering::Relaxed);
     }

@@ -100,6 +100,14 @@ impl Backend {
         handler: impl Fn(&Request, &mut TcpStream) -> io::Result<Next> + Send + Sync + 'static,
     ) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        Backend::serve(listener, gate, handler)
+    }
+
+    fn serve(
+        listener: TcpListener,
+        gate: Gate,
+        handler: impl Fn(&Request, &mut TcpStream) -> io::Result<Next> + Send + Sync + 'static,
+    ) -> Backend {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Seen::default());
         let handler: Arc<Handler> = Arc::new(handler);
@@ -124,6 +132,21 @@ impl Backend {
     pub fn hello(body: &str) -> Backend {
         let reply = response(200, &[("Content-Type", "text/plain")], body.as_bytes());
         Backend::raw(reply)
+    }
+
+    /// On `listener` (another loopback address than 127.0.0.1, say): answers 200 `body`
+    /// at once, except that a request for `/held` waits for [`Backend::release`].
+    pub fn hello_on(listener: TcpListener, body: &str) -> Backend {
+        let gate = Gate::default();
+        let reply = response(200, &[], body.as_bytes());
+        let g = gate.clone();
+        Backend::serve(listener, gate, move |req, s| {
+            if req.target == "/held" {
+                g.wait();
+            }
+            s.write_all(&reply)?;
+            Ok(Next::KeepAlive)
+        })
     }
 
     /// Answers every request with `bytes` (which must frame themselves) and keeps the
@@ -386,6 +409,23 @@ fn read_crlf_line(r: &mut BufReader<TcpStream>) -> io::Result<String> {
     }
     line.truncate(line.len() - 2);
     Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// One listener on each of `ips` (loopback addresses), all on the same port: as the
+/// addresses of one name would be.
+pub fn same_port(ips: &[&str]) -> Vec<TcpListener> {
+    for _ in 0..50 {
+        let first = TcpListener::bind((ips[0], 0)).expect("bind a loopback address");
+        let port = first.local_addr().unwrap().port();
+        let rest: Result<Vec<_>, _> = ips[1..]
+            .iter()
+            .map(|ip| TcpListener::bind((*ip, port)))
+            .collect();
+        if let Ok(rest) = rest {
+            return std::iter::once(first).chain(rest).collect();
+        }
+    }
+    panic!("no port free on all of {ips:?}");
 }
 
 /// An address where nothing listens: bound to port 0, then released.

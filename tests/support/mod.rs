@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 mod backend;
 mod client;
 mod data;
+mod dns;
 mod process;
 #[cfg(feature = "tls")]
 mod tls;
@@ -23,6 +24,7 @@ mod websocket;
 pub use backend::*;
 pub use client::*;
 pub use data::*;
+pub use dns::*;
 #[cfg(feature = "tls")]
 pub use tls::*;
 pub use websocket::*;
@@ -92,6 +94,11 @@ impl Balancer {
     /// Client connections the balancer holds open now.
     pub fn open_connections(&self) -> usize {
         self._running.open_connections()
+    }
+
+    /// Reloads and the resolver thread, as SIGHUP drives them.
+    pub fn control(&self) -> roundhouse::reload::Control {
+        self._running.control()
     }
 
     /// The backend set in use now, to look at (or change) a backend's state directly.
