@@ -17,12 +17,14 @@ use crate::upstream::{Tls, TlsFlags};
 
 mod backend;
 mod error;
+mod limits;
 mod listeners;
 mod strategy;
 mod values;
 
 pub use backend::{BackendSpec, WEIGHT_RULE, Weight};
 pub use error::ConfigError;
+pub use limits::RateLimit;
 #[cfg(all(test, feature = "tls"))]
 pub(crate) use listeners::test_pairs;
 pub use listeners::{CertPair, DEFAULT_LISTEN, ListenerTls};
@@ -77,6 +79,14 @@ pub struct Config {
     /// `--tunnel-idle-timeout`: a tunnel with no byte either way for this long is closed,
     /// both sides. Never under MIN_TUNNEL_IDLE.
     pub tunnel_idle_timeout: Duration,
+    // Fair limits per client (issue 13); limits.rs enforces them.
+    /// `--max-connections-per-client`: connections one client (an IPv4 address, or an
+    /// IPv6 /64) may hold open at once; beyond it a new one gets 429. `None` (0): no
+    /// limit.
+    pub max_connections_per_client: Option<NonZeroU32>,
+    /// `--rate-limit` and `--rate-burst`: requests per client, a token bucket each;
+    /// beyond it a request gets 429. `None`: off.
+    pub rate_limit: Option<RateLimit>,
     pub max_body: Option<u64>,
     /// `--request-buffering`: request bodies are read whole on the event side before a
     /// worker forwards them.
@@ -224,6 +234,8 @@ impl Config {
                 &args.tunnel_idle_timeout,
                 MIN_TUNNEL_IDLE,
             )?,
+            max_connections_per_client: NonZeroU32::new(args.max_connections_per_client),
+            rate_limit: limits::rate_limit(args.rate_limit.as_deref(), args.rate_burst)?,
             grace: duration("--grace", &args.grace)?,
             config_file: args.config.as_ref().map(PathBuf::from),
             max_body: match &args.max_body {

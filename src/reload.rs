@@ -197,6 +197,9 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
         idle_timeout,
         max_tunnels,
         tunnel_idle_timeout,
+        // Built once at start (server.rs, limits.rs): a change takes a restart.
+        max_connections_per_client,
+        rate_limit,
         max_body,
         request_buffering,
         buffer_memory,
@@ -232,6 +235,11 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
             "tunnel_idle_timeout",
             *tunnel_idle_timeout != running.tunnel_idle_timeout,
         ),
+        (
+            "max_connections_per_client",
+            *max_connections_per_client != running.max_connections_per_client,
+        ),
+        ("rate_limit", *rate_limit != running.rate_limit),
         ("max_body", *max_body != running.max_body),
         (
             "request_buffering",
@@ -445,6 +453,21 @@ mod tests {
         assert_eq!(need_restart(&running, &fewer), ["max_tunnels"]);
         let longer = config(&["--backend", "127.0.0.1:9001", "--tunnel-idle-timeout", "1h"]);
         assert_eq!(need_restart(&running, &longer), ["tunnel_idle_timeout"]);
+    }
+
+    #[test]
+    fn the_limits_per_client_need_a_restart() {
+        let b = ["--backend", "127.0.0.1:9001"];
+        let running = config(&b);
+        let capped = config(&[&b[..], &["--max-connections-per-client", "4"]].concat());
+        assert_eq!(
+            need_restart(&running, &capped),
+            ["max_connections_per_client"]
+        );
+        let limited = config(&[&b[..], &["--rate-limit", "5/s"]].concat());
+        assert_eq!(need_restart(&running, &limited), ["rate_limit"]);
+        let burst = config(&[&b[..], &["--rate-limit", "5/s", "--rate-burst", "9"]].concat());
+        assert_eq!(need_restart(&limited, &burst), ["rate_limit"]);
     }
 
     #[test]
