@@ -42,6 +42,9 @@ mod slow_clients;
 #[path = "it/backend_tls.rs"]
 mod backend_tls;
 
+#[path = "it/limits.rs"]
+mod limits;
+
 #[cfg(feature = "tls")]
 #[path = "it/tls_listener.rs"]
 mod tls_listener;
