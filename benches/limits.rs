@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use roundhouse::Config;
-use roundhouse::limits::Limits;
+use roundhouse::limits::{Limits, RATE_TABLE_PLACES};
 
 const RUN: Duration = Duration::from_millis(300);
 const THREADS: [usize; 2] = [1, 2];
@@ -119,6 +119,8 @@ fn main() {
         }
     }
     if let Some(bytes) = rated.rate_table_bytes() {
-        println!("\nthe rate table: {bytes} bytes, whatever the number of clients");
+        println!(
+            "\nthe rate table: {RATE_TABLE_PLACES} places, {bytes} bytes, whatever the number of clients"
+        );
     }
 }

@@ -26,6 +26,8 @@ use crate::error::ProxyError;
 
 mod buckets;
 
+/// Clients the rate table remembers at most: its fixed number of places.
+pub use buckets::ENTRIES as RATE_TABLE_PLACES;
 use buckets::{Table, retry_after};
 
 /// Who a limit counts: an IPv4 address, or the /64 network of an IPv6 one. An
