@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test lint check clean bench bench-scale bench-pick chaos flood tunnels
+.PHONY: all build run test lint check clean bench bench-scale bench-pick bench-limits chaos flood tunnels
 
 all: build
 
@@ -65,6 +65,10 @@ tunnels:
 # ns per pick for every strategy, 2/16/256 backends, 1/2/8 threads (no network).
 bench-pick:
 	$(CARGO) bench --locked --bench pick
+
+# ns per --rate-limit token and per --max-connections-per-client place, 1/2 threads.
+bench-limits:
+	$(CARGO) bench --locked --bench limits
 
 # How req/s and memory grow with client connections and backends (needs wrk, nginx).
 bench-scale: build

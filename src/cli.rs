@@ -159,6 +159,21 @@ pub struct Args {
     #[argh(option)]
     pub resolver: Option<String>,
 
+    /// connections one client (an IPv4 address, or an IPv6 /64) may hold open at once;
+    /// beyond it a new one gets 429 at once; 0 is no limit (default: 0)
+    #[argh(option, default = "0")]
+    pub max_connections_per_client: u32,
+
+    /// requests one client (an IPv4 address, or an IPv6 /64) may send, e.g. 100/s,
+    /// 6000/m or 10/h; beyond it, 429 with Retry-After (default: off)
+    #[argh(option)]
+    pub rate_limit: Option<String>,
+
+    /// with --rate-limit, requests a client may send at once after a quiet spell (its
+    /// token bucket's size) (default: the rate per second, at least 1)
+    #[argh(option)]
+    pub rate_burst: Option<u32>,
+
     /// largest request body accepted, e.g. 512k, 10MiB, 1G; larger gets 413
     /// (default: off, no limit)
     #[argh(option)]

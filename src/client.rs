@@ -1,8 +1,8 @@
-//! A client: one accepted connection and its place under `--max-connections`, from the
-//! accept (`listener.rs`) to its close. It travels between the workers' queue (`pool.rs`,
+//! A client: one accepted connection and its places under `--max-connections` and
+//! `--max-connections-per-client`, from the accept (`listener.rs`) to its close. It travels between the workers' queue (`pool.rs`,
 //! served by `connection.rs`) and the waiting room (`waiting_room.rs`), which both know
 //! it from here; `refuse` turns a whole connection away from the event side (a full
-//! queue, a head past its deadline).
+//! queue, a head past its deadline, a client over its connections).
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use crate::access_log::{Entry, RequestLine};
 use crate::config::MAX_HEAD;
 use crate::error::ProxyError;
 use crate::http1::{ClientConn, Gather, RequestHead};
+use crate::limits::ClientSlot;
 use crate::listener::Slot;
 use crate::refuse::{self, Refusal, Tally};
 use crate::wire::Wire;
@@ -25,13 +26,17 @@ pub struct Gathering {
     pub started: Instant,
 }
 
-/// An open client connection and its place under `--max-connections`.
+/// An open client connection and its places under `--max-connections` and
+/// `--max-connections-per-client`.
 pub struct Client {
     pub conn: ClientConn,
     /// The request whose body is being gathered, if any. Boxed: few connections have
     /// one, and every idle connection would otherwise carry its size.
     pub gathering: Option<Box<Gathering>>,
     _slot: Slot,
+    /// Its client's place (limits.rs), given back with the connection; empty until
+    /// `hold` is called.
+    _per_client: ClientSlot,
     /// When the connection last went on the queue for a worker: its first request's
     /// queue wait is counted from here (access log, Server-Timing).
     queued: Instant,
@@ -59,6 +64,7 @@ impl Client {
             conn: ClientConn::new(stream, peer, MAX_HEAD),
             gathering: None,
             _slot: slot,
+            _per_client: ClientSlot::default(),
             queued: Instant::now(),
             handshake_due: Instant::now() + client_timeout,
         }
@@ -68,6 +74,11 @@ impl Client {
     pub fn over(mut self, wire: Wire) -> Client {
         self.conn = self.conn.over(wire);
         self
+    }
+
+    /// Keeps `place` (`Limits::admit`) for as long as the connection lives.
+    pub fn hold(&mut self, place: ClientSlot) {
+        self._per_client = place;
     }
 
     /// While a TLS handshake is under way: when it must be done.
@@ -88,8 +99,9 @@ impl Client {
 }
 
 /// Refuses a whole connection from the event side: 503 with `Retry-After` when every
-/// worker is busy and the queue is full (`PQ`), 408 when its head or body did not
-/// arrive in time (`cR`), 400 or 413 for a body that cannot be gathered (`PR`); logged
+/// worker is busy and the queue is full (`PQ`), 429 with `Retry-After` when its client
+/// holds `--max-connections-per-client` already (`PR`), 408 when its head or body did
+/// not arrive in time (`cR`), 400 or 413 for a body that cannot be gathered (`PR`); logged
 /// and counted like every refusal. Runs on the acceptor or waiting-room thread, so its
 /// socket work never blocks: whatever the client already sent is read and dropped, and
 /// the answer is written without waiting. The write side is shut after the answer; the
@@ -122,7 +134,7 @@ pub fn refuse(tally: &Tally, mut client: Client, error: ProxyError) -> Option<Cl
     let _ = client.conn.stream().set_nonblocking(true);
     let _ = client.conn.discard_input(usize::MAX);
     let retry_after: &[(&str, &str)] = match error {
-        ProxyError::Overloaded => &[("Retry-After", "1")],
+        ProxyError::Overloaded | ProxyError::TooManyConnections => &[("Retry-After", "1")],
         _ => &[],
     };
     let refusal = Refusal {

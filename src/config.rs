@@ -18,12 +18,14 @@ use crate::upstream::{Tls, TlsFlags};
 
 mod backend;
 mod error;
+mod limits;
 mod listeners;
 mod strategy;
 mod values;
 
 pub use backend::{BackendSource, BackendSpec, HostPort, WEIGHT_RULE, Weight, expand};
 pub use error::ConfigError;
+pub use limits::RateLimit;
 #[cfg(all(test, feature = "tls"))]
 pub(crate) use listeners::test_pairs;
 pub use listeners::{CertPair, DEFAULT_LISTEN, ListenerTls};
@@ -105,6 +107,14 @@ pub struct Config {
     pub resolve_interval: Option<Duration>,
     /// `--resolver`: where the names are looked up.
     pub resolver: Resolver,
+    // Fair limits per client (issue 13); limits.rs enforces them.
+    /// `--max-connections-per-client`: connections one client (an IPv4 address, or an
+    /// IPv6 /64) may hold open at once; beyond it a new one gets 429. `None` (0): no
+    /// limit.
+    pub max_connections_per_client: Option<NonZeroU32>,
+    /// `--rate-limit` and `--rate-burst`: requests per client, a token bucket each;
+    /// beyond it a request gets 429. `None`: off.
+    pub rate_limit: Option<RateLimit>,
     pub max_body: Option<u64>,
     /// `--request-buffering`: request bodies are read whole on the event side before a
     /// worker forwards them.
@@ -206,6 +216,14 @@ impl Config {
 
     pub fn from_cli(args: Args) -> Result<Config, ConfigError> {
         let listeners = listeners::listeners(&args)?;
+        if listeners.proxy_protocol && args.max_connections_per_client > 0 {
+            // The acceptor counts a connection before its PROXY header names the client.
+            return Err(ConfigError::new(
+                "--max-connections-per-client",
+                "not with --proxy-protocol yet: the count would be the L4 balancer's \
+                 (--rate-limit works behind it)",
+            ));
+        }
         let health = health_config(&args)?;
         let admin = admin_config(&args, &listeners)?;
         let default_backends = args.backend.is_empty();
@@ -277,6 +295,8 @@ impl Config {
                 )?),
             },
             resolver,
+            max_connections_per_client: NonZeroU32::new(args.max_connections_per_client),
+            rate_limit: limits::rate_limit(args.rate_limit.as_deref(), args.rate_burst)?,
             grace: duration("--grace", &args.grace)?,
             config_file: args.config.as_ref().map(PathBuf::from),
             max_body: match &args.max_body {

@@ -33,6 +33,13 @@ pub enum ProxyError {
     ClientGone(io::Error),
     /// Every worker is busy and the queue is full.
     Overloaded,
+    /// The client already holds `--max-connections-per-client` connections open: a new
+    /// one is answered at once and closed (limits.rs).
+    TooManyConnections,
+    /// The client is over `--rate-limit`: its token bucket has no token for this request
+    /// and will have one in `retry_after` seconds (at least 1), which the answer's
+    /// `Retry-After` says. The connection may go on (limits.rs).
+    RateLimited { retry_after: u32 },
     /// A request body could not be buffered (its temporary file failed): our fault.
     Buffering(String),
     /// No backend is available to take the request.
@@ -59,6 +66,7 @@ impl ProxyError {
             Self::ClientTimeout => 408,
             Self::BodyTooLarge => 413,
             Self::ExpectationFailed => 417,
+            Self::TooManyConnections | Self::RateLimited { .. } => 429,
             Self::HeadTooLarge => 431,
             Self::Buffering(_) => 500,
             Self::NotImplemented(_) => 501,
@@ -83,6 +91,8 @@ impl ProxyError {
             Self::UnsupportedVersion => "HTTP version not supported",
             Self::ClientGone(_) => "",
             Self::Overloaded => "server busy, retry later",
+            Self::TooManyConnections => "too many connections from this client",
+            Self::RateLimited { .. } => "too many requests, retry later",
             Self::NoBackend => "no backend available",
             Self::Connect { .. } => "backend unreachable",
             Self::Timeout { .. } => "backend timed out",
@@ -148,6 +158,7 @@ impl ProxyError {
                 | Self::ClientTimeout
                 | Self::UnsupportedVersion
                 | Self::ExpectationFailed
+                | Self::TooManyConnections
                 | Self::ClientGone(_)
                 | Self::Buffering(_)
         )
@@ -171,9 +182,11 @@ impl ProxyError {
             (Self::Timeout { .. }, false) => "sH",
             (Self::Reset { .. } | Self::Upstream { .. }, true) => "SD",
             (Self::Reset { .. } | Self::Upstream { .. }, false) => "SH",
-            // Requests we refused: bad framing, too large, unsupported.
+            // Requests we refused: bad framing, too large, unsupported, over a limit.
             (
                 Self::BadRequest(_)
+                | Self::TooManyConnections
+                | Self::RateLimited { .. }
                 | Self::HeadTooLarge
                 | Self::BodyTooLarge
                 | Self::UnsupportedVersion
@@ -274,5 +287,17 @@ mod tests {
         assert!(!ProxyError::NoBackend.closes_connection());
         assert!(!ProxyError::Timeout { backend: backend() }.closes_connection());
         assert!(!ProxyError::BadRequest("x").backend_fault());
+    }
+
+    #[test]
+    fn over_a_limit_is_429_refused_by_us_and_only_the_rate_keeps_the_connection() {
+        let rate = ProxyError::RateLimited { retry_after: 3 };
+        for err in [&ProxyError::TooManyConnections, &rate] {
+            assert_eq!(err.status(), Some(429));
+            assert_eq!(err.termination(false), "PR");
+            assert!(!err.backend_fault());
+        }
+        assert!(ProxyError::TooManyConnections.closes_connection());
+        assert!(!rate.closes_connection());
     }
 }

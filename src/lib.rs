@@ -6,22 +6,23 @@
 //!
 //! 1. `listener` accepts a connection (at most `--max-connections` at once) and makes it
 //!    a `client`; the acceptor reads once without waiting. A whole request head goes on
-//!    a bounded queue (a full queue gets 503 right there, `client::refuse`); anything
-//!    less goes to the `waiting_room`, which reads the rest as it comes and queues the
-//!    connection once the head is whole.
+//!    a bounded queue (a full queue gets 503 right there, `client::refuse`, and a client
+//!    over its connections in `limits` gets 429); anything less goes to the
+//!    `waiting_room`, which reads the rest as it comes and queues the connection once
+//!    the head is whole.
 //! 2. `pool` runs worker threads, started as the load needs them up to `--workers`,
 //!    that take connections off the queue.
 //! 3. `connection` serves one connection: it parses the buffered head with `http1` (our
 //!    own strict HTTP/1.1 front door on httparse), has its body gathered whole first
 //!    (`http1::Gather` into a `spill`, by the waiting room if the client is slow), and
 //!    hands the request to `proxy`.
-//! 4. `proxy` is the main path: `balancer` picks a backend, `target` and `headers` shape
-//!    the request, `upstream` forwards it and `relay` streams the answer back through
-//!    `http1` and an `outbox`, which never waits for the client: what it cannot take
-//!    yet is kept in a `spill`. A backend that fails is reported to `health` (which
-//!    alone decides which backends are up, with one thread of active checks); a request
-//!    whose backend broke off before answering is sent again when `retry` says it is
-//!    safe and affordable.
+//! 4. `proxy` is the main path: `limits` takes the request's token of `--rate-limit`,
+//!    `balancer` picks a backend, `target` and `headers` shape the request, `upstream`
+//!    forwards it and `relay` streams the answer back through `http1` and an `outbox`,
+//!    which never waits for the client: what it cannot take yet is kept in a `spill`. A
+//!    backend that fails is reported to `health` (which alone decides which backends
+//!    are up, with one thread of active checks); a request whose backend broke off
+//!    before answering is sent again when `retry` says it is safe and affordable.
 //! 5. Whatever roundhouse answers itself (a head it refuses, a full queue, a failure
 //!    `error` gives a status) goes out through `refuse`, which also writes the
 //!    `access_log` line and counts it, as it does for every relayed answer.
@@ -56,6 +57,7 @@ pub mod error;
 pub mod headers;
 pub mod health;
 pub mod http1;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod outbox;

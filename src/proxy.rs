@@ -21,6 +21,7 @@ use crate::error::ProxyError;
 use crate::headers;
 use crate::health::Health;
 use crate::http1::{ClientConn, Framing, RequestHead};
+use crate::limits::Limits;
 use crate::metrics::Tunnels;
 use crate::proxy_protocol::Trusted;
 use crate::refuse::{self, Refusal, Tally};
@@ -66,13 +67,16 @@ pub struct Proxy {
     max_tunnels: usize,
     /// `--trusted-proxy`: whose X-Forwarded-For says who the client is.
     trusted: Trusted,
+    /// `--rate-limit`, taken per request (limits.rs); the acceptors share it.
+    limits: Arc<Limits>,
 }
 
 impl Proxy {
     /// The request-level settings come from `config`; the rest is shared with what
     /// `server.rs` starts beside the workers: the reloadable backend set (reload.rs), the
-    /// shutdown switch, the health state (the health thread) and the tally (turn-aways
-    /// on the acceptor and the waiting room).
+    /// shutdown switch, the health state (the health thread), the tally (turn-aways
+    /// on the acceptor and the waiting room), the tunnel counts (the tunnel room) and
+    /// the limits per client (the acceptors).
     pub fn new(
         config: &Config,
         balancer: Arc<ArcSwap<Balancer>>,
@@ -80,6 +84,7 @@ impl Proxy {
         health: Arc<Health>,
         tally: Tally,
         tunnels: Arc<Tunnels>,
+        limits: Arc<Limits>,
     ) -> Proxy {
         Proxy {
             balancer,
@@ -97,6 +102,7 @@ impl Proxy {
             tunnels,
             max_tunnels: config.max_tunnels,
             trusted: Trusted::new(config.trusted_proxies.clone()),
+            limits,
         }
     }
 }
@@ -335,7 +341,7 @@ impl Request {
 type Answer<'p> = Result<(Reply, InFlight<'p>), ProxyError>;
 
 /// Sends the request to a backend: refuses it from its head alone if it must
-/// (`--max-body`, a target we cannot forward), asks the balancer for candidates, applies
+/// (`--rate-limit`, `--max-body`, a target we cannot forward), asks the balancer for candidates, applies
 /// the header policy and `forward`s it with its body. Returns the answer, and whether
 /// the request body was read to its end: only then is the connection at a request
 /// boundary.
@@ -358,7 +364,10 @@ fn send<'p>(
     } = request;
     // Until the body is read, the connection is not at a request boundary.
     let gathered = matches!(body, Body::Buffered(_));
-    let path = match check_declared_length(head.framing, proxy.max_body)
+    let path = match proxy
+        .limits
+        .allow(peer.ip())
+        .and_then(|()| check_declared_length(head.framing, proxy.max_body))
         .and_then(|()| origin_form(&head.target, &mut head.headers))
     {
         Ok(path) => path,
@@ -544,9 +553,14 @@ fn answer_error(
     keep_alive: bool,
 ) -> bool {
     let trace = attempts.header_values(request.queue_wait);
-    let mut extra: [(&str, &str); 3] = [("", ""); 3];
+    let retry_after = match err {
+        ProxyError::RateLimited { retry_after } => Some(HeaderValue::from(*retry_after)),
+        _ => None,
+    };
+    let mut extra: [(&str, &str); 4] = [("", ""); 4];
     let mut n = 0;
     for (name, value) in [
+        ("Retry-After", retry_after.as_ref()),
         ("X-Request-Id", request.request_id.as_ref()),
         ("X-Roundhouse-Trace", trace.as_ref().map(|t| &t.0)),
         ("Server-Timing", trace.as_ref().map(|t| &t.1)),

@@ -286,6 +286,9 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
         reuse_port,
         // Read when a shutdown begins, from the configuration in use then.
         drain_delay: _,
+        // Built once at start (server.rs, limits.rs): a change takes a restart.
+        max_connections_per_client,
+        rate_limit,
         max_body,
         request_buffering,
         buffer_memory,
@@ -327,6 +330,11 @@ fn need_restart(running: &Config, new: &Config) -> Vec<String> {
             *tunnel_idle_timeout != running.tunnel_idle_timeout,
         ),
         ("reuse_port", *reuse_port != running.reuse_port),
+        (
+            "max_connections_per_client",
+            *max_connections_per_client != running.max_connections_per_client,
+        ),
+        ("rate_limit", *rate_limit != running.rate_limit),
         ("max_body", *max_body != running.max_body),
         (
             "request_buffering",
@@ -645,6 +653,21 @@ mod tests {
         assert_eq!(applied.need_restart, ["reuse_port"]);
         assert!(!control.config().reuse_port);
         assert_eq!(control.config().drain_delay, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn the_limits_per_client_need_a_restart() {
+        let b = ["--backend", "127.0.0.1:9001"];
+        let running = config(&b);
+        let capped = config(&[&b[..], &["--max-connections-per-client", "4"]].concat());
+        assert_eq!(
+            need_restart(&running, &capped),
+            ["max_connections_per_client"]
+        );
+        let limited = config(&[&b[..], &["--rate-limit", "5/s"]].concat());
+        assert_eq!(need_restart(&running, &limited), ["rate_limit"]);
+        let burst = config(&[&b[..], &["--rate-limit", "5/s", "--rate-burst", "9"]].concat());
+        assert_eq!(need_restart(&limited, &burst), ["rate_limit"]);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::discovery::Discovery;
 use crate::error::ProxyError;
 use crate::health::{self, Health};
 use crate::http1::HeadProgress;
+use crate::limits::Limits;
 use crate::listener::{self, Limit};
 use crate::metrics::{Handshakes, Stats, Tunnels};
 use crate::pool::{Pool, Sizes};
@@ -216,6 +217,8 @@ pub fn start(config: Config) -> io::Result<Running> {
     // Upgrade tunnels: counted by the workers that open them and the room that carries
     // them, read by the admin interface.
     let tunnel_counts = Arc::new(Tunnels::default());
+    // Per client: connections counted by the acceptors, requests by the workers.
+    let limits = Limits::new(&config);
     let tunnels = TunnelRoom::start(
         config.tunnel_idle_timeout,
         tally.clone(),
@@ -228,6 +231,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         health.clone(),
         tally.clone(),
         tunnel_counts.clone(),
+        limits.clone(),
     );
 
     let (waiting_room, room) = WaitingRoom::new(Timeouts {
@@ -323,8 +327,9 @@ pub fn start(config: Config) -> io::Result<Running> {
     let mut handles = Vec::new();
     for (listener, accepting) in listeners {
         handles.push(listener.try_clone()?);
-        let (limit, pool, room, refuse) = (
+        let (limit, limits, pool, room, refuse) = (
             limit.clone(),
+            limits.clone(),
             pool.clone(),
             waiting_room.clone(),
             refuse.clone(),
@@ -345,11 +350,19 @@ pub fn start(config: Config) -> io::Result<Running> {
                         }
                         client.conn.expect_proxy_header(proxy_refusals.clone());
                     }
+                    let place = limits.admit(client.conn.peer().ip());
+                    let over_limit = place.is_none();
+                    client.hold(place.unwrap_or_default());
                     // One read that never waits: most clients send their request (or
                     // their TLS ClientHello) with the connection, and TCP_DEFER_ACCEPT
                     // lets the kernel hold those that do not for a moment, so most go
                     // straight to a worker.
                     match client.conn.fill_head() {
+                        // Not a request: nothing to answer or log, over the limit or not.
+                        HeadProgress::Closed => {}
+                        // A client over its connections gets 429 at once, whatever it
+                        // has sent so far.
+                        _ if over_limit => refuse(client, ProxyError::TooManyConnections),
                         HeadProgress::Ready => match pool.try_submit(client) {
                             Ok(()) => {}
                             // Every worker busy and the queue full: a quick 503 beats a
@@ -360,7 +373,6 @@ pub fn start(config: Config) -> io::Result<Running> {
                         },
                         // A worker only ever works: the waiting room waits for the head.
                         HeadProgress::Waiting { .. } => room.admit(client),
-                        HeadProgress::Closed => {}
                     }
                 })
             })?;

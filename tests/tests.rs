@@ -54,6 +54,9 @@ mod tunnels;
 #[path = "it/tunnel_lifecycle.rs"]
 mod tunnel_lifecycle;
 
+#[path = "it/limits.rs"]
+mod limits;
+
 #[cfg(feature = "tls")]
 #[path = "it/tls_listener.rs"]
 mod tls_listener;

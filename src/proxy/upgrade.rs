@@ -12,7 +12,9 @@
 //! worker takes its next job. Any other answer is relayed as an ordinary one (through
 //! `relay.rs`, its body read from our own connection) and the client's connection closes
 //! after it: that backend connection carries no other request. `--max-tunnels` caps the
-//! tunnels open at once (503 beyond it); upgrades to https backends are not supported.
+//! tunnels open at once (503 beyond it), and an upgrade request takes its token of
+//! `--rate-limit` like any other (429 without one); upgrades to https backends are not
+//! supported.
 
 use std::io::{self, Cursor, Read, Write};
 use std::net::TcpStream;
@@ -92,6 +94,10 @@ pub fn upgrade(
     let balancer = proxy.balancer.load_full();
     let mut attempts = Attempts::new(proxy.trace);
     let out = &mut scratch.out;
+    if let Err(err) = proxy.limits.allow(request.peer.ip()) {
+        answer_error(proxy, conn, out, &request, &attempts, &err, false);
+        return Upgraded::Answered;
+    }
     if !proxy.tunnels.try_open(proxy.max_tunnels) {
         let err = ProxyError::Overloaded;
         answer_error(proxy, conn, out, &request, &attempts, &err, false);
