@@ -1,4 +1,4 @@
-# Shared by demo.sh and flood.sh (sourced, not run): start processes, wait for their
+# Shared by demo.sh, flood.sh and tunnels.sh (sourced, not run): start processes, wait for their
 # ports, and stop exactly the processes started here, by PID. The sourcing script sets
 # HOST, defines `say`, and keeps the PIDs it starts in the array `pids`; it may define
 # `cleanup`, which `stop_all` calls last.
@@ -53,3 +53,15 @@ trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM
 trap 'stop_all; exit 129' HUP
 trap stop_all EXIT
+
+# The worker PIDs of the nginx master $1, printed on one line: they are forked after it
+# binds its port, so this waits up to ~5 s for at least two.
+nginx_workers() {
+    local master=$1 _ workers=()
+    for _ in $(seq 50); do
+        read -r -a workers <"/proc/$master/task/$master/children" || true
+        ((${#workers[@]} >= 2)) && break
+        sleep 0.1
+    done
+    echo "${workers[@]}"
+}

@@ -128,14 +128,8 @@ if command -v nginx >/dev/null; then
     balancer=$!
     pids+=("$balancer")
     wait_listening "$NGINX_PORT" "$balancer"
-    # The master and its workers, whose figures the tool sums; the workers are forked
-    # after the listening socket is bound, so wait for them a moment.
-    workers=()
-    for _ in $(seq 50); do
-        read -r -a workers <"/proc/$balancer/task/$balancer/children" || true
-        ((${#workers[@]} >= 2)) && break
-        sleep 0.1
-    done
+    # The master and its workers, whose figures the tool sums.
+    read -r -a workers <<<"$(nginx_workers "$balancer")"
     measure nginx "$NGINX_PORT" "$balancer" "${workers[@]}"
     stop "$balancer"
 else

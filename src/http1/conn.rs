@@ -243,17 +243,28 @@ impl ClientConn {
                 }
                 Parsed::Incomplete => {}
             }
-            self.make_room(self.max_head.max(proxy_protocol::MAX_HEADER));
-            let end = self.end;
-            match recv(&self.stream, &mut self.buf[end..], RecvFlags::DONTWAIT) {
-                Ok((_, 0)) => return HeadProgress::Closed,
-                Ok((_, n)) => self.end += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::WOULDBLOCK) => {
-                    return HeadProgress::Waiting { started: true };
-                }
-                Err(_) => return HeadProgress::Closed,
+            if let Some(progress) = self.read_raw(proxy_protocol::MAX_HEADER) {
+                return progress;
             }
+        }
+    }
+
+    /// One read, without waiting, of the client's bytes as they are (a PROXY header, TLS
+    /// records: nothing decrypted), into the buffer grown up to `max_head` or `at_least`:
+    /// `None` when bytes came (or the read was interrupted) and the caller looks again;
+    /// otherwise what `fill_head` says (nothing more for now, or the client is gone).
+    fn read_raw(&mut self, at_least: usize) -> Option<HeadProgress> {
+        self.make_room(self.max_head.max(at_least));
+        let end = self.end;
+        match recv(&self.stream, &mut self.buf[end..], RecvFlags::DONTWAIT) {
+            Ok((_, 0)) => Some(HeadProgress::Closed),
+            Ok((_, n)) => {
+                self.end += n;
+                None
+            }
+            Err(rustix::io::Errno::INTR) => None,
+            Err(rustix::io::Errno::WOULDBLOCK) => Some(HeadProgress::Waiting { started: true }),
+            Err(_) => Some(HeadProgress::Closed),
         }
     }
 
@@ -266,16 +277,8 @@ impl ClientConn {
             if tls_session::record_complete(&self.buf[self.start..self.end]) {
                 return HeadProgress::Ready;
             }
-            self.make_room(self.max_head.max(tls_session::MAX_RECORD));
-            let end = self.end;
-            match recv(&self.stream, &mut self.buf[end..], RecvFlags::DONTWAIT) {
-                Ok((_, 0)) => return HeadProgress::Closed,
-                Ok((_, n)) => self.end += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::WOULDBLOCK) => {
-                    return HeadProgress::Waiting { started: true };
-                }
-                Err(_) => return HeadProgress::Closed,
+            if let Some(progress) = self.read_raw(tls_session::MAX_RECORD) {
+                return progress;
             }
         }
     }

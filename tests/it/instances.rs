@@ -5,7 +5,6 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process};
@@ -21,22 +20,6 @@ fn spawn(addr: SocketAddr, args: &[&str]) -> Proc {
     let p = Proc::spawn(Command::new(BIN).args(args));
     wait_accepting(addr);
     p
-}
-
-/// Waits for the child to exit; its exit code.
-fn exit_code(p: &mut Proc) -> i32 {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(status) = p.child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the balancer did not exit; stderr:\n{}",
-            p.stderr()
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// A probe as a kubelet sends it: `Host: IP:PORT`, no token, on a fresh connection.
@@ -234,7 +217,7 @@ fn sigterm_with_a_drain_delay_turns_ready_off_at_once_and_serves_until_the_delay
         "exited during the drain delay"
     );
 
-    assert_eq!(exit_code(&mut p), 0, "stderr:\n{}", p.stderr());
+    assert_eq!(p.exit_code(), 0, "stderr:\n{}", p.stderr());
     assert!(
         signalled.elapsed() >= DRAIN,
         "exited {:?} after SIGTERM, within the drain delay",

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process};
 
@@ -63,22 +63,6 @@ fn spawn(addr: SocketAddr, args: &[&str]) -> Proc {
 
 fn signal(p: &Proc, signal: Signal) {
     kill_process(Pid::from_child(&p.child), signal).expect("signal the balancer");
-}
-
-/// Waits for the child to exit; its exit code.
-fn exit_code(p: &mut Proc) -> i32 {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(status) = p.child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the balancer did not exit; stderr:\n{}",
-            p.stderr()
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn wait_for_stderr(p: &Proc, what: &str) {
@@ -314,7 +298,7 @@ fn sigterm_finishes_a_request_in_flight_and_exits_0() {
     let r = client.response();
     assert_eq!((r.status, r.body_str().as_str()), (200, "slow answer"));
     assert_eq!(r.header("connection"), Some("close"));
-    assert_eq!(exit_code(&mut p), 0, "stderr:\n{}", p.stderr());
+    assert_eq!(p.exit_code(), 0, "stderr:\n{}", p.stderr());
 }
 
 #[test]
@@ -342,5 +326,5 @@ fn idle_keep_alive_connections_are_closed_at_shutdown() {
     let (rest, ending) = client.rest();
     assert!(rest.is_empty(), "unexpected bytes: {rest:?}");
     assert!(ending.is_closed(), "the idle connection was left open");
-    assert_eq!(exit_code(&mut p), 0, "stderr:\n{}", p.stderr());
+    assert_eq!(p.exit_code(), 0, "stderr:\n{}", p.stderr());
 }

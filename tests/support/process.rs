@@ -78,6 +78,22 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Waits for the child to exit, [`PATIENCE`] at most; its exit code.
+    pub fn exit_code(&mut self) -> i32 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the balancer did not exit; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub fn spawn(cmd: &mut Command) -> Proc {
         Proc::try_spawn(cmd).expect("spawn roundhouse")
     }
