@@ -47,7 +47,9 @@ pub struct Args {
     pub trusted_proxy: Vec<String>,
 
     /// a backend as host:port, http://host:port or https://host:port, optionally with ",weight=N" (1-1000)
-    /// and ",backup" (used only while no other backend is up); repeat for each backend
+    /// and ",backup" (used only while no other backend is up) and ",send-proxy" (each
+    /// connection starts with a PROXY v2 header naming the client; none is pooled);
+    /// repeat for each backend
     /// (default: 127.0.0.1:8081 and 127.0.0.1:8082)
     // 1-1000 is config::Weight's rule; a unit test in config/backend.rs checks it.
     #[argh(option)]

@@ -133,6 +133,7 @@ struct BackendTable {
     address: Spanned<String>,
     weight: Option<Spanned<u32>>,
     backup: Option<bool>,
+    send_proxy: Option<bool>,
 }
 
 impl BackendTable {
@@ -144,6 +145,9 @@ impl BackendTable {
         }
         if self.backup == Some(true) {
             flag.push_str(",backup");
+        }
+        if self.send_proxy == Some(true) {
+            flag.push_str(",send-proxy");
         }
         flag
     }

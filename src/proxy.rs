@@ -32,7 +32,7 @@ use crate::shutdown::Shutdown;
 use crate::spill::Spill;
 use crate::target::origin_form;
 use crate::trace::Attempts;
-use crate::upstream::{Reply, RequestBody};
+use crate::upstream::{self, Reply, RequestBody};
 
 mod upgrade;
 
@@ -384,6 +384,8 @@ fn send<'p>(
     });
     attempts.candidates(balancer, &candidates);
     headers::to_upstream(&mut head.headers, peer.ip(), *tls);
+    // A `,send-proxy` backend's connection names this client (upstream/transport.rs).
+    upstream::for_client(*client);
     let outgoing = |framing| Outgoing {
         method: &head.method,
         target: path,

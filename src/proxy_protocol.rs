@@ -169,6 +169,36 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     }
 }
 
+/// The PROXY v2 header that starts a connection to a `,send-proxy` backend at `to`:
+/// PROXY with `client` as the source, or LOCAL without one (our own health checks). An
+/// IPv4 address facing an IPv6 one is written IPv4-mapped, since v2 carries one family.
+pub fn v2_header(client: Option<SocketAddr>, to: SocketAddr) -> Vec<u8> {
+    let both = |client: SocketAddr| match (client, to) {
+        (SocketAddr::V4(c), SocketAddr::V6(_)) => (
+            SocketAddr::new(c.ip().to_ipv6_mapped().into(), c.port()),
+            to,
+        ),
+        (SocketAddr::V6(_), SocketAddr::V4(t)) => (
+            client,
+            SocketAddr::new(t.ip().to_ipv6_mapped().into(), t.port()),
+        ),
+        _ => (client, to),
+    };
+    let header = match client {
+        Some(client) => v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Proxy,
+            v2::Protocol::Stream,
+            both(client),
+        ),
+        None => v2::Builder::new(
+            v2::Version::Two | v2::Command::Local,
+            v2::AddressFamily::Unspecified | v2::Protocol::Unspecified,
+        ),
+    };
+    // Building into a Vec of a header this small cannot fail.
+    header.build().expect("a PROXY v2 header")
+}
+
 /// Connections closed for their PROXY header: from an untrusted peer, or with a missing
 /// or malformed header. Written by the acceptor (untrusted) and by whichever side reads
 /// the header (`ClientConn`), read by the admin interface.
@@ -240,6 +270,32 @@ mod tests {
             Parsed::Header {
                 len,
                 client: Some(src)
+            }
+        );
+    }
+
+    #[test]
+    fn the_header_sent_to_a_backend_names_the_client_or_says_local() {
+        let to: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let client: SocketAddr = "192.0.2.5:4000".parse().unwrap();
+        let header = v2_header(Some(client), to);
+        assert_eq!(
+            parse(&header),
+            Parsed::Header {
+                len: header.len(),
+                client: Some(client)
+            }
+        );
+        // One family for both: an IPv6 client facing an IPv4 backend maps the backend.
+        let v6: SocketAddr = "[2001:db8::5]:4000".parse().unwrap();
+        let header = v2_header(Some(v6), to);
+        assert!(matches!(parse(&header), Parsed::Header { client: Some(c), .. } if c == v6));
+        let local = v2_header(None, to);
+        assert_eq!(
+            parse(&local),
+            Parsed::Header {
+                len: local.len(),
+                client: None
             }
         );
     }

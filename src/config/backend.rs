@@ -22,6 +22,9 @@ pub struct BackendSpec {
     pub weight: Weight,
     /// `,backup`: used only while no primary backend is up.
     pub backup: bool,
+    /// `,send-proxy`: each connection to it starts with a PROXY v2 header naming the
+    /// client (proxy_protocol.rs), so none is shared between clients.
+    pub send_proxy: bool,
 }
 
 /// One `--backend` flag: where its backends are and what each of them gets. A flag
@@ -38,6 +41,7 @@ pub struct BackendSource {
     pub https: Option<String>,
     pub weight: Weight,
     pub backup: bool,
+    pub send_proxy: bool,
 }
 
 /// A host name and a port, `api.internal:8080`.
@@ -61,6 +65,7 @@ impl BackendSource {
             https: self.https.clone(),
             weight: self.weight,
             backup: self.backup,
+            send_proxy: self.send_proxy,
         })
     }
 
@@ -152,16 +157,18 @@ pub(super) fn check_backend(s: &str) -> Result<BackendSource, String> {
     };
     let mut weight = Weight::ONE;
     let mut backup = false;
+    let mut send_proxy = false;
     for option in parts {
         match option.split_once('=') {
             None if option == "backup" => backup = true,
+            None if option == "send-proxy" => send_proxy = true,
             Some(("weight", n)) => {
                 weight = Weight::parse(n)
                     .ok_or_else(|| format!("'{s}': weight must be {WEIGHT_RULE}"))?;
             }
             _ => {
                 return Err(format!(
-                    "'{s}': unknown option '{option}' (known: weight=N, backup)"
+                    "'{s}': unknown option '{option}' (known: weight=N, backup, send-proxy)"
                 ));
             }
         }
@@ -172,6 +179,7 @@ pub(super) fn check_backend(s: &str) -> Result<BackendSource, String> {
         https,
         weight,
         backup,
+        send_proxy,
     })
 }
 

@@ -28,6 +28,7 @@ use crate::clock;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::http1::{ChunkedReader, ClientConn, RequestHead, Version};
+use crate::proxy_protocol;
 use crate::relay::{Wanted, relay};
 use crate::target::origin_form;
 use crate::trace::Attempts;
@@ -203,8 +204,13 @@ fn exchange<'b>(
         let _ = stream.set_read_timeout(Some(proxy.timeout));
         let _ = stream.set_write_timeout(Some(proxy.timeout));
         let sent = Instant::now();
+        let header = backend
+            .upstream
+            .sends_proxy()
+            .then(|| proxy_protocol::v2_header(Some(*client), addr));
         let answer = stream
-            .write_all(&bytes)
+            .write_all(header.as_deref().unwrap_or_default())
+            .and_then(|()| stream.write_all(&bytes))
             .map_err(|err| ProxyError::Reset {
                 backend: addr,
                 detail: err.to_string(),

@@ -21,6 +21,7 @@ mod transport;
 
 pub use tls::{Tls, TlsFlags};
 use transport::TcpConnector;
+pub use transport::for_client;
 
 /// How a request body reaches the backend.
 pub enum RequestBody<'a> {
@@ -61,6 +62,8 @@ pub struct Upstream {
     lanes: Box<[Agent]>,
     /// Workers per lane.
     group: usize,
+    /// `,send-proxy`.
+    send_proxy: bool,
 }
 
 /// Connections to one backend that one lane should have in use at most, with requests
@@ -151,38 +154,55 @@ impl<U: Read> Read for Either<U> {
 impl Upstream {
     /// A plain http backend at `addr`.
     pub fn new(addr: SocketAddr, settings: &Settings) -> Upstream {
-        Self::build(addr, None, settings)
+        Self::build(addr, None, false, settings)
     }
 
     /// The backend a `--backend` flag names, http or https.
     pub fn for_spec(spec: &BackendSpec, settings: &Settings) -> Upstream {
-        Self::build(spec.addr, spec.https.as_deref(), settings)
+        Self::build(spec.addr, spec.https.as_deref(), spec.send_proxy, settings)
     }
 
-    /// `https`: the `host:port` as written, for a TLS backend.
-    fn build(addr: SocketAddr, https: Option<&str>, settings: &Settings) -> Upstream {
+    /// `https`: the `host:port` as written, for a TLS backend. `send_proxy`: every
+    /// connection starts with a PROXY header naming its request's client, so it carries
+    /// that one request only: the pool keeps none.
+    fn build(
+        addr: SocketAddr,
+        https: Option<&str>,
+        send_proxy: bool,
+        settings: &Settings,
+    ) -> Upstream {
         let lanes = lanes(settings.workers, settings.backends);
         let group = settings.workers.div_ceil(lanes);
         // All of a lane's workers may be on this backend at once (a heavy weight, a hash
         // key), plus the health thread, which has a lane too.
-        let config = Self::config(settings, group + 1, https.map(|_| &settings.tls));
+        let idle = if send_proxy { 0 } else { group + 1 };
+        let config = Self::config(settings, idle, https.map(|_| &settings.tls));
         let base = base(addr, https);
+        let tcp = TcpConnector { send_proxy };
         let agent = || match https {
-            None => Agent::with_parts(config.clone(), TcpConnector, DefaultResolver::default()),
-            Some(_) => tls::agent(config.clone(), addr),
+            None => Agent::with_parts(config.clone(), tcp, DefaultResolver::default()),
+            Some(_) => tls::agent(config.clone(), addr, tcp),
         };
         Upstream {
             addr,
             base,
             lanes: (0..lanes).map(|_| agent()).collect(),
             group,
+            send_proxy,
         }
     }
 
     /// Whether this is the backend `spec` names: the same address, reached the same
-    /// way (a reload that turns a backend to https builds it anew).
+    /// way (a reload that turns a backend to https, or to send-proxy, builds it anew).
     pub fn serves(&self, spec: &BackendSpec) -> bool {
-        self.addr == spec.addr && self.base == base(spec.addr, spec.https.as_deref())
+        self.addr == spec.addr
+            && self.base == base(spec.addr, spec.https.as_deref())
+            && self.send_proxy == spec.send_proxy
+    }
+
+    /// Whether its connections start with a PROXY header (`,send-proxy`).
+    pub fn sends_proxy(&self) -> bool {
+        self.send_proxy
     }
 
     /// The Agent of the calling thread's lane. Threads fill one lane before the next, so

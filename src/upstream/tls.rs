@@ -101,18 +101,18 @@ impl Tls {
 /// An https backend's Agent: ureq's rustls connector on top of our TCP transport, and
 /// every name resolved to `addr`, the address resolved at start.
 #[cfg(feature = "tls")]
-pub(super) fn agent(config: AgentConfig, addr: SocketAddr) -> Agent {
+pub(super) fn agent(config: AgentConfig, addr: SocketAddr, tcp: super::TcpConnector) -> Agent {
     use ureq::unversioned::transport::{Connector, RustlsConnector};
-    let connector = super::TcpConnector.chain(with_tls::Handshake(RustlsConnector::default()));
+    let connector = tcp.chain(with_tls::Handshake(RustlsConnector::default()));
     Agent::with_parts(config, connector, with_tls::Fixed(addr))
 }
 
 /// Without the tls feature no https backend passes the configuration; should one come
 /// anyway, ureq refuses it ("TLS required") and the request gets 502.
 #[cfg(not(feature = "tls"))]
-pub(super) fn agent(config: AgentConfig, _addr: SocketAddr) -> Agent {
+pub(super) fn agent(config: AgentConfig, _addr: SocketAddr, tcp: super::TcpConnector) -> Agent {
     use ureq::unversioned::resolver::DefaultResolver;
-    Agent::with_parts(config, super::TcpConnector, DefaultResolver::default())
+    Agent::with_parts(config, tcp, DefaultResolver::default())
 }
 
 #[cfg(feature = "tls")]

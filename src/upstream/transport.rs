@@ -3,9 +3,10 @@
 
 use std::cell::Cell;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::proxy_protocol;
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
 };
@@ -15,6 +16,17 @@ thread_local! {
     /// calling thread, inside `Agent::run`, and does not report the time; `Upstream::send`
     /// clears this before an exchange and reads it after.
     static LAST_CONNECT: Cell<Option<Duration>> = const { Cell::new(None) };
+
+    /// The client of the request this thread sends now, for a `,send-proxy` backend's
+    /// PROXY header; ureq connects on this thread, and a send-proxy connection is used
+    /// for that one request. Set by `for_client` (proxy.rs, before each send); `None`
+    /// (the health thread) makes a LOCAL header.
+    static CLIENT: Cell<Option<SocketAddr>> = const { Cell::new(None) };
+}
+
+/// Names the client of the requests this thread sends from now on (see `CLIENT`).
+pub fn for_client(client: SocketAddr) {
+    CLIENT.set(Some(client));
 }
 
 /// Forgets the last connect, before an exchange that may or may not open one.
@@ -32,8 +44,11 @@ pub(super) fn take_last_connect() -> Option<Duration> {
 /// asks whether a pooled connection is still open before every reuse, that is on almost
 /// every request. No crate offers this for ureq's transport API, hence this hand-written
 /// piece; everything else (pooling, HTTP) stays ureq's.
-#[derive(Debug)]
-pub(super) struct TcpConnector;
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TcpConnector {
+    /// `,send-proxy`: each connection starts with a PROXY v2 header.
+    pub(super) send_proxy: bool,
+}
 
 impl Connector<()> for TcpConnector {
     type Out = TcpTransport;
@@ -52,9 +67,13 @@ impl Connector<()> for TcpConnector {
                 None => TcpStream::connect(addr),
             };
             match attempt {
-                Ok(stream) => {
+                Ok(mut stream) => {
                     LAST_CONNECT.set(Some(started.elapsed()));
                     stream.set_nodelay(details.config.no_delay())?;
+                    if self.send_proxy {
+                        let header = proxy_protocol::v2_header(CLIENT.get(), *addr);
+                        stream.write_all(&header)?;
+                    }
                     let buffers = LazyBuffers::new(
                         details.config.input_buffer_size(),
                         details.config.output_buffer_size(),

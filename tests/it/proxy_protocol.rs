@@ -305,3 +305,126 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A backend that reads a PROXY header at the start of every connection and records
+/// the client it names (`None`: a LOCAL header), then answers each request `200 ok`.
+struct ProxiedBackend {
+    addr: SocketAddr,
+    clients: std::sync::Arc<std::sync::Mutex<Vec<Option<SocketAddr>>>>,
+}
+
+impl ProxiedBackend {
+    fn start() -> ProxiedBackend {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let clients = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = clients.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let seen = seen.clone();
+                std::thread::spawn(move || Self::serve(stream, &seen));
+            }
+        });
+        ProxiedBackend { addr, clients }
+    }
+
+    fn serve(mut stream: TcpStream, seen: &std::sync::Mutex<Vec<Option<SocketAddr>>>) {
+        use std::io::Read;
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut header_read = false;
+        loop {
+            if !header_read {
+                match ppp::HeaderResult::parse(&buf) {
+                    ppp::HeaderResult::V2(Ok(h)) => {
+                        let client = match h.addresses {
+                            ppp::v2::Addresses::IPv4(a) => {
+                                Some(SocketAddr::from((a.source_address, a.source_port)))
+                            }
+                            ppp::v2::Addresses::IPv6(a) => {
+                                Some(SocketAddr::from((a.source_address, a.source_port)))
+                            }
+                            _ => None,
+                        };
+                        seen.lock().unwrap().push(client);
+                        buf.drain(..h.len());
+                        header_read = true;
+                    }
+                    _ if buf.len() > 16 && !buf.starts_with(b"\r\n\r\n\0\r\nQUIT\n") => {
+                        panic!("a connection without a PROXY v2 header: {buf:?}")
+                    }
+                    _ => {}
+                }
+            }
+            if header_read && let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                buf.drain(..end + 4);
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if stream.write_all(answer).is_err() {
+                    return;
+                }
+                continue;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn clients(&self) -> Vec<Option<SocketAddr>> {
+        self.clients.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn a_send_proxy_backend_hears_the_client_on_every_connection() {
+    let backend = ProxiedBackend::start();
+    let spec = format!("{},send-proxy", backend.addr);
+    let lb = start_balancer_on(
+        &[],
+        &[
+            "--backend",
+            &spec,
+            "--proxy-protocol",
+            "--trusted-proxy",
+            "127.0.0.1",
+        ],
+    );
+    let mut c = Client::connect(lb.addr);
+    c.send(format!("PROXY TCP4 203.0.113.9 10.0.0.1 4000 80\r\n{GET}"));
+    assert_eq!(c.response().body_str(), "ok");
+    c.send(GET);
+    assert_eq!(c.response().body_str(), "ok");
+    let mut other = Client::connect(lb.addr);
+    other.send(format!("PROXY TCP4 198.51.100.3 10.0.0.1 4001 80\r\n{GET}"));
+    assert_eq!(other.response().body_str(), "ok");
+    // A connection per request, each naming its own client: none is shared.
+    let ips: Vec<Option<IpAddr>> = backend
+        .clients()
+        .iter()
+        .map(|c| c.map(|c| c.ip()))
+        .collect();
+    let (a, b) = ("203.0.113.9".parse().ok(), "198.51.100.3".parse().ok());
+    assert_eq!(ips, [a, a, b]);
+}
+
+#[test]
+fn a_send_proxy_backend_s_health_checks_say_local() {
+    let backend = ProxiedBackend::start();
+    let spec = format!("{},send-proxy", backend.addr);
+    let _lb = start_balancer_on(
+        &[],
+        &[
+            "--backend",
+            &spec,
+            "--health-path",
+            "/",
+            "--health-interval",
+            "100ms",
+        ],
+    );
+    wait_until("a health check", || !backend.clients().is_empty());
+    assert_eq!(backend.clients()[0], None, "a health check named a client");
+}
