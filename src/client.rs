@@ -5,13 +5,14 @@
 //! queue, a head past its deadline, a client over its connections).
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::access_log::{Entry, RequestLine};
 use crate::config::MAX_HEAD;
 use crate::error::ProxyError;
 use crate::http1::{ClientConn, Gather, RequestHead};
-use crate::limits::ClientSlot;
+use crate::limits::{ClientSlot, Limits};
 use crate::listener::Slot;
 use crate::refuse::{self, Refusal, Tally};
 use crate::wire::Wire;
@@ -37,6 +38,9 @@ pub struct Client {
     /// Its client's place (limits.rs), given back with the connection; empty until
     /// `hold` is called.
     _per_client: ClientSlot,
+    /// `--max-connections-per-client` behind `--proxy-protocol`: the count waits until
+    /// the PROXY header has named the client (`admit_now`).
+    admission: Option<Arc<Limits>>,
     /// When the connection last went on the queue for a worker: its first request's
     /// queue wait is counted from here (access log, Server-Timing).
     queued: Instant,
@@ -65,6 +69,7 @@ impl Client {
             gathering: None,
             _slot: slot,
             _per_client: ClientSlot::default(),
+            admission: None,
             queued: Instant::now(),
             handshake_due: Instant::now() + client_timeout,
         }
@@ -79,6 +84,29 @@ impl Client {
     /// Keeps `place` (`Limits::admit`) for as long as the connection lives.
     pub fn hold(&mut self, place: ClientSlot) {
         self._per_client = place;
+    }
+
+    /// The connection is counted under `limits` once its PROXY header has named its
+    /// client, not before: the peer it came from is the L4 balancer.
+    pub fn admit_after_header(&mut self, limits: Arc<Limits>) {
+        self.admission = Some(limits);
+    }
+
+    /// Counts the connection against its client, now that the client is known (see
+    /// `admit_after_header`); false when the client is over its connections. Until the
+    /// header has come, and once counted, true at no cost.
+    pub fn admit_now(&mut self) -> bool {
+        if self.admission.is_none() || self.conn.proxy_header_due() {
+            return true;
+        }
+        let limits = self.admission.take().expect("checked above");
+        match limits.admit(self.conn.peer().ip()) {
+            Some(place) => {
+                self.hold(place);
+                true
+            }
+            None => false,
+        }
     }
 
     /// While a TLS handshake is under way: when it must be done.

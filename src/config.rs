@@ -216,14 +216,7 @@ impl Config {
 
     pub fn from_cli(args: Args) -> Result<Config, ConfigError> {
         let listeners = listeners::listeners(&args)?;
-        if listeners.proxy_protocol && args.max_connections_per_client > 0 {
-            // The acceptor counts a connection before its PROXY header names the client.
-            return Err(ConfigError::new(
-                "--max-connections-per-client",
-                "not with --proxy-protocol yet: the count would be the L4 balancer's \
-                 (--rate-limit works behind it)",
-            ));
-        }
+
         let health = health_config(&args)?;
         let admin = admin_config(&args, &listeners)?;
         let default_backends = args.backend.is_empty();

@@ -343,16 +343,21 @@ pub fn start(config: Config) -> io::Result<Running> {
                         return;
                     };
                     let mut client = Client::new(stream, peer, slot, client_timeout).over(wire);
+                    let mut over_limit = false;
                     if let Some(trusted) = &proxy_header {
                         // Anyone else could claim to be anyone.
                         if !trusted.contains(peer.ip()) {
                             return proxy_refusals.record_untrusted();
                         }
                         client.conn.expect_proxy_header(proxy_refusals.clone());
+                        // Counted once the header names the client: below, or in the
+                        // waiting room if the header comes later.
+                        client.admit_after_header(limits.clone());
+                    } else {
+                        let place = limits.admit(client.conn.peer().ip());
+                        over_limit = place.is_none();
+                        client.hold(place.unwrap_or_default());
                     }
-                    let place = limits.admit(client.conn.peer().ip());
-                    let over_limit = place.is_none();
-                    client.hold(place.unwrap_or_default());
                     // One read that never waits: most clients send their request (or
                     // their TLS ClientHello) with the connection, and TCP_DEFER_ACCEPT
                     // lets the kernel hold those that do not for a moment, so most go
@@ -362,7 +367,9 @@ pub fn start(config: Config) -> io::Result<Running> {
                         HeadProgress::Closed => {}
                         // A client over its connections gets 429 at once, whatever it
                         // has sent so far.
-                        _ if over_limit => refuse(client, ProxyError::TooManyConnections),
+                        _ if over_limit || !client.admit_now() => {
+                            refuse(client, ProxyError::TooManyConnections)
+                        }
                         HeadProgress::Ready => match pool.try_submit(client) {
                             Ok(()) => {}
                             // Every worker busy and the queue full: a quick 503 beats a

@@ -282,6 +282,12 @@ impl Room {
                     continue;
                 }
                 let progress = parked.client.conn.fill_head();
+                // A PROXY header that came just now names the client: it is counted.
+                if progress != HeadProgress::Closed && !parked.client.admit_now() {
+                    let client = self.leave(key);
+                    refuse(client, ProxyError::TooManyConnections);
+                    continue;
+                }
                 match progress {
                     HeadProgress::Ready => {
                         let mut client = self.leave(key);

@@ -321,15 +321,6 @@ mod tests {
         let (flag, message) = refused(&["--trusted-proxy", "10.0.0.0/33"]);
         assert_eq!(flag, "--trusted-proxy");
         assert!(message.contains("10.0.0.0/33"), "{message}");
-        // The connection count would be the L4 balancer's: refused together, for now.
-        let (flag, _) = refused(&[
-            "--proxy-protocol",
-            "--trusted-proxy",
-            "10.0.0.1",
-            "--max-connections-per-client",
-            "4",
-        ]);
-        assert_eq!(flag, "--max-connections-per-client");
     }
 
     #[test]

@@ -86,6 +86,11 @@ impl ClientConn {
         }
     }
 
+    /// A PROXY header is still due: `peer` is not the client yet.
+    pub fn proxy_header_due(&self) -> bool {
+        self.proxy_header.is_some()
+    }
+
     /// The connection starts with a PROXY header (`--proxy-protocol`): `fill_head` reads
     /// it first, and its client becomes `peer`; `refusals` counts a bad one.
     pub fn expect_proxy_header(&mut self, refusals: Arc<proxy_protocol::Refusals>) {

@@ -428,3 +428,41 @@ fn a_send_proxy_backend_s_health_checks_say_local() {
     wait_until("a health check", || !backend.clients().is_empty());
     assert_eq!(backend.clients()[0], None, "a health check named a client");
 }
+
+/// Behind an L4 balancer every connection comes from the balancer: the connection
+/// limit per client counts the client its PROXY header names, once it has named it.
+#[test]
+fn the_connection_limit_per_client_counts_the_header_s_client() {
+    let backend = Backend::hello("ok");
+    let lb = start_balancer(
+        &[&backend],
+        &[
+            "--proxy-protocol",
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--max-connections-per-client",
+            "2",
+        ],
+    );
+    let open = |client: &str| {
+        let mut c = Client::connect(lb.addr);
+        c.send(format!("PROXY TCP4 {client} 10.0.0.1 1 80\r\n{GET}"));
+        let status = c.response().status;
+        (c, status)
+    };
+    let (_a1, s1) = open("203.0.113.1");
+    let (_a2, s2) = open("203.0.113.1");
+    assert_eq!((s1, s2), (200, 200));
+    // A third from the same client is over its limit; another client, all from the
+    // same TCP peer, is not.
+    assert_eq!(open("203.0.113.1").1, 429);
+    assert_eq!(open("203.0.113.2").1, 200);
+    // A header that comes in pieces (its end reaches the waiting room, not the
+    // acceptor) is counted too.
+    let mut late = Client::connect(lb.addr);
+    late.send("PROXY TCP4 203.0.1");
+    // A pause between the pieces, not a wait for anything: the result is 429 either way.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    late.send(format!("13.1 10.0.0.1 1 80\r\n{GET}"));
+    assert_eq!(late.response().status, 429);
+}
