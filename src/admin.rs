@@ -135,7 +135,7 @@ fn accept(listener: TcpListener, admin: Arc<Admin>, accepting: Accepting) {
         let stream = match stream {
             Ok(stream) => stream,
             Err(err) => {
-                eprintln!("roundhouse: admin accept failed: {err}");
+                crate::say!("roundhouse: admin accept failed: {err}");
                 thread::sleep(Duration::from_millis(100));
                 continue;
             }

@@ -63,7 +63,7 @@ impl Discovery {
             .iter()
             .filter_map(|s| s.name.as_ref().map(ToString::to_string))
             .collect();
-        eprintln!(
+        crate::say!(
             "roundhouse: looking {} up every {} at {}",
             names.join(", "),
             humantime::format_duration(every),
@@ -103,11 +103,11 @@ impl Discovery {
             }
             let (sources, notes) = round(&config, &mut states, dns::lookup);
             for note in notes {
-                eprintln!("roundhouse: {note}");
+                crate::say!("roundhouse: {note}");
             }
             let changed = changes(&config.backend_sources, &sources);
             if let Some(applied) = self.control.resolved(now_generation, sources) {
-                eprintln!(
+                crate::say!(
                     "roundhouse: {}: {} kept, {} added, {} removed",
                     changed.join("; "),
                     applied.kept,

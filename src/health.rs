@@ -100,7 +100,7 @@ impl Health {
                 backend
                     .standing()
                     .hold(now + pause.as_millis().max(1) as u64);
-                eprintln!(
+                crate::say!(
                     "roundhouse: {} answered {status} with Retry-After; out of rotation for {}",
                     backend.upstream.addr(),
                     humantime::format_duration(pause)
@@ -135,7 +135,7 @@ impl Health {
                 .max(1);
             s.eject(now, length, in_a_row + 1);
             backend.stats().record_ejection();
-            eprintln!(
+            crate::say!(
                 "roundhouse: {} failed {} times within {}; ejected for {} (ejection {} in a row)",
                 backend.upstream.addr(),
                 self.config.max_fails.map_or(0, |n| n.get()),
@@ -154,7 +154,7 @@ impl Health {
         if !backend.standing().end_ejection(now) {
             return;
         }
-        eprintln!(
+        crate::say!(
             "roundhouse: {} passes its health checks; ejection ended early",
             backend.upstream.addr()
         );
@@ -249,7 +249,7 @@ fn observe(
         if !backend.is_healthy() && streak.passed >= checks.rise.get() {
             backend.marks().mark_up();
             s.start_ramp(now);
-            eprintln!(
+            crate::say!(
                 "roundhouse: {addr} is up ({} health checks passed)",
                 streak.passed
             );
@@ -263,7 +263,7 @@ fn observe(
         streak.passed_since = 0;
         if backend.is_healthy() && streak.failed >= checks.fall.get() {
             backend.marks().mark_down();
-            eprintln!(
+            crate::say!(
                 "roundhouse: {addr} is down ({} health checks failed)",
                 streak.failed
             );

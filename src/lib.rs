@@ -42,6 +42,18 @@
 //! `admin` serves the counters, a JSON status, the status page, backend changes and the
 //! `/live` and `/ready` probes (`readiness`) on a port of its own (`--admin`).
 
+/// Writes one line to stderr like `eprintln!`, but never panics: when whoever reads our
+/// output is gone (a pipe closed first, as a terminal's Ctrl-C can do), a failed write
+/// must not take down the thread that had something to say (the signal thread, the
+/// waiting room). Every message of the balancer goes through this.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 pub mod access_log;
 pub mod admin;
 pub mod balancer;

@@ -71,7 +71,7 @@ fn defer_accept(socket: &Socket) {
             )
         };
         if rc != 0 {
-            eprintln!(
+            crate::say!(
                 "roundhouse: TCP_DEFER_ACCEPT: {}",
                 io::Error::last_os_error()
             );
@@ -157,7 +157,7 @@ pub fn run(
                 // Out of file descriptors or memory: say so (at most once a second), give
                 // the others a moment to close connections, and go on accepting.
                 if last_complaint.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    eprintln!(
+                    crate::say!(
                         "roundhouse: accept failed: {err} ({} connections open); retrying",
                         limit.open()
                     );

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(exit) => {
-            eprintln!("roundhouse: {}", exit.text);
+            roundhouse::say!("roundhouse: {}", exit.text);
             return ExitCode::from(2);
         }
     };
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(problems) => {
             for problem in problems {
-                eprintln!("roundhouse: {problem}");
+                roundhouse::say!("roundhouse: {problem}");
             }
             return ExitCode::from(2);
         }
@@ -51,10 +51,10 @@ fn main() -> ExitCode {
         })
         .collect();
     for warning in config.listener_tls.warnings() {
-        eprintln!("roundhouse: warning: {warning}");
+        roundhouse::say!("roundhouse: warning: {warning}");
     }
     if config.backend_tls.insecure {
-        eprintln!(
+        roundhouse::say!(
             "roundhouse: warning: --backend-insecure: the certificates of https backends are \
              not checked, so anyone on the path to them can pose as them"
         );
@@ -77,7 +77,7 @@ fn main() -> ExitCode {
     let running = match roundhouse::start(config.clone()) {
         Ok(running) => running,
         Err(err) => {
-            eprintln!(
+            roundhouse::say!(
                 "roundhouse: cannot listen on {}: {err}",
                 listeners(&config.listen, &config.tls_listen)
             );
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
         )
     }) {
         // Caught signals nobody handles would leave only SIGKILL to stop us.
-        eprintln!("roundhouse: cannot watch signals: {err}");
+        roundhouse::say!("roundhouse: cannot watch signals: {err}");
         return ExitCode::from(2);
     }
     running.wait();

@@ -109,7 +109,7 @@ impl<'s> Outbox<'s> {
         let Err(err) = unsent.push(bytes) else {
             return Ok(());
         };
-        eprintln!("roundhouse: cannot keep an answer for a slow client ({err}); waiting for it");
+        crate::say!("roundhouse: cannot keep an answer for a slow client ({err}); waiting for it");
         self.waits = true;
         write_rest(self.stream, unsent, &mut self.reread)?;
         send_all(self.stream, bytes)

@@ -143,7 +143,7 @@ fn grow_if_needed<T: Send + 'static>(shared: &Arc<Shared<T>>) {
         && shared.started.load(Ordering::Relaxed) < shared.max
         && let Err(err) = spawn_worker(shared)
     {
-        eprintln!("roundhouse: cannot start another worker: {err}");
+        crate::say!("roundhouse: cannot start another worker: {err}");
     }
 }
 
@@ -190,7 +190,9 @@ fn spawn_worker<T: Send + 'static>(shared: &Arc<Shared<T>>) -> io::Result<()> {
                 grow_if_needed(&pool);
                 // The job (and so its connection) is dropped while unwinding.
                 if panic::catch_unwind(AssertUnwindSafe(|| handle(job))).is_err() {
-                    eprintln!("worker-{id}: a request handler panicked; its connection was closed");
+                    crate::say!(
+                        "worker-{id}: a request handler panicked; its connection was closed"
+                    );
                 }
             }
         });

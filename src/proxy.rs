@@ -511,7 +511,7 @@ fn forward<'p>(
             if refused >= count {
                 return Err(err);
             }
-            eprintln!("roundhouse: {err}; trying the next backend");
+            crate::say!("roundhouse: {err}; trying the next backend");
         } else if !resends.allow(&err, body.can_replay(), count, &proxy.budget, now) {
             return Err(err);
         }

@@ -141,12 +141,12 @@ impl Running {
         // connection limit one waits for a slot, and that must not hold up the exit.
         for listener in &self.listeners {
             if let Err(err) = SockRef::from(listener).shutdown(std::net::Shutdown::Read) {
-                eprintln!("roundhouse: cannot stop listening: {err}");
+                crate::say!("roundhouse: cannot stop listening: {err}");
             }
         }
         self.waiting_room.close();
         let grace = humantime::format_duration(self.grace);
-        eprintln!(
+        crate::say!(
             "roundhouse: stopped accepting; waiting up to {grace} for {} open connections",
             self.connections.open()
         );
@@ -163,8 +163,8 @@ impl Running {
             }
         }
         match self.connections.open() {
-            0 => eprintln!("roundhouse: stopped"),
-            n => eprintln!("roundhouse: stopped after {grace} with {n} connections still open"),
+            0 => crate::say!("roundhouse: stopped"),
+            n => crate::say!("roundhouse: stopped after {grace} with {n} connections still open"),
         }
     }
 }
@@ -453,13 +453,15 @@ impl Certificates {
         if let Some(resolver) = &self.resolver {
             match resolver.reload(pairs) {
                 Ok(warnings) => {
-                    eprintln!("roundhouse: reloaded {} TLS certificates", pairs.len());
+                    crate::say!("roundhouse: reloaded {} TLS certificates", pairs.len());
                     for warning in warnings {
-                        eprintln!("roundhouse: warning: {warning}");
+                        crate::say!("roundhouse: warning: {warning}");
                     }
                 }
                 Err(err) => {
-                    eprintln!("roundhouse: TLS certificates not reloaded, the old ones stay: {err}")
+                    crate::say!(
+                        "roundhouse: TLS certificates not reloaded, the old ones stay: {err}"
+                    )
                 }
             }
         }
@@ -487,6 +489,6 @@ fn raise_open_files_limit(config: &Config) {
     }
     limit.current = Some(limit.maximum.map_or(wanted, |max| max.min(wanted)));
     if let Err(err) = setrlimit(Resource::Nofile, limit) {
-        eprintln!("roundhouse: cannot raise the open files limit: {err}");
+        crate::say!("roundhouse: cannot raise the open files limit: {err}");
     }
 }

@@ -63,14 +63,14 @@ fn watch(
                 if signal == SIGHUP {
                     reload(&source, &control);
                     if let Err(err) = discovery.ensure() {
-                        eprintln!("roundhouse: cannot start the resolver thread: {err}");
+                        crate::say!("roundhouse: cannot start the resolver thread: {err}");
                     }
                     // After the file: a reload may name other certificate files.
                     if certificates.any() {
                         certificates.reload(&control.config().listener_tls.pairs);
                     }
                 } else if shutdown.is_stopping() {
-                    eprintln!("roundhouse: {name} again: exiting now");
+                    crate::say!("roundhouse: {name} again: exiting now");
                     std::process::exit(128 + signal);
                 } else {
                     let config = control.config();
@@ -82,7 +82,7 @@ fn watch(
                             humantime::format_duration(d)
                         ),
                     };
-                    eprintln!(
+                    crate::say!(
                         "roundhouse: {name}: shutting down; {drain}requests in flight have \
                          {grace} to finish ({name} again to exit now)"
                     );
@@ -96,26 +96,26 @@ fn watch(
 /// Reads the config file again and applies it; an invalid file changes nothing.
 fn reload(source: &Source, control: &Control) {
     let Some(file) = source.file() else {
-        eprintln!("roundhouse: SIGHUP: there is no --config file to reload");
+        crate::say!("roundhouse: SIGHUP: there is no --config file to reload");
         return;
     };
     let file = file.display();
     let config = match source.load() {
         Ok(config) => config,
         Err(problems) => {
-            eprintln!("roundhouse: reload of {file} rejected, the running configuration stays:");
+            crate::say!("roundhouse: reload of {file} rejected, the running configuration stays:");
             for problem in problems {
-                eprintln!("roundhouse:   {problem}");
+                crate::say!("roundhouse:   {problem}");
             }
             return;
         }
     };
     let applied = control.apply(&config);
     for field in &applied.need_restart {
-        eprintln!("roundhouse: reload: {field} changed in {file}; that takes a restart");
+        crate::say!("roundhouse: reload: {field} changed in {file}; that takes a restart");
     }
     let backends: Vec<String> = config.backends.iter().map(|b| b.addr.to_string()).collect();
-    eprintln!(
+    crate::say!(
         "roundhouse: reloaded {file}: {} over {} ({} kept, {} added, {} removed)",
         config.strategy.name(),
         backends.join(", "),

@@ -194,7 +194,7 @@ impl Room {
             events.clear();
             if let Err(err) = self.poller.wait(&mut events, Some(wait)) {
                 if err.kind() != io::ErrorKind::Interrupted {
-                    eprintln!("roundhouse: tunnels: {err}");
+                    crate::say!("roundhouse: tunnels: {err}");
                 }
                 continue;
             }
@@ -251,7 +251,7 @@ impl Room {
         entry.insert(open);
         self.counts.record_opened();
         if let Err(err) = added.and(sealed) {
-            eprintln!("roundhouse: tunnels: cannot carry a tunnel: {err}");
+            crate::say!("roundhouse: tunnels: cannot carry a tunnel: {err}");
             return self.end(key, Closed::Error);
         }
         // Whatever came early goes out now.

@@ -252,7 +252,7 @@ impl Room {
             events.clear();
             if let Err(err) = self.poller.wait(&mut events, timeout) {
                 if err.kind() != io::ErrorKind::Interrupted {
-                    eprintln!("roundhouse: waiting room: {err}");
+                    crate::say!("roundhouse: waiting room: {err}");
                 }
                 continue;
             }
@@ -393,7 +393,7 @@ impl Room {
         // closed, since it only leaves this struct through `leave`, which deletes it.
         let added = unsafe { self.poller.add(client.conn.stream(), interest) };
         if let Err(err) = added {
-            eprintln!("roundhouse: waiting room: cannot watch a connection: {err}");
+            crate::say!("roundhouse: waiting room: cannot watch a connection: {err}");
             return;
         }
         entry.insert(Parked {
@@ -415,7 +415,7 @@ impl Room {
     fn watch(&mut self, key: usize) {
         let stream = self.parked[key].client.conn.stream();
         if let Err(err) = self.poller.modify(stream, Event::readable(key)) {
-            eprintln!("roundhouse: waiting room: cannot watch a connection: {err}");
+            crate::say!("roundhouse: waiting room: cannot watch a connection: {err}");
             drop(self.leave(key));
         }
     }

@@ -261,7 +261,7 @@ impl Balancer {
         if self.failing_open.load(Ordering::Relaxed)
             && self.failing_open.swap(false, Ordering::Relaxed)
         {
-            eprintln!("roundhouse: a backend is up again; no longer failing open");
+            crate::say!("roundhouse: a backend is up again; no longer failing open");
         }
     }
 
@@ -285,7 +285,7 @@ impl Balancer {
                 let pick = first(Admit::Any);
                 // Relaxed: see candidates.
                 if pick.is_some() && !self.failing_open.swap(true, Ordering::Relaxed) {
-                    eprintln!(
+                    crate::say!(
                         "roundhouse: every backend is down; failing open: requests go to all of them"
                     );
                 }

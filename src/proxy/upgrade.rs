@@ -194,7 +194,7 @@ fn exchange<'b>(
                 proxy
                     .health
                     .failed(balancer.backends(), backend, clock::now_ms());
-                eprintln!("roundhouse: {err}; trying the next backend");
+                crate::say!("roundhouse: {err}; trying the next backend");
                 attempts.retry(backend, &err);
                 refused = err;
                 continue;

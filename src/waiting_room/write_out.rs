@@ -139,7 +139,7 @@ impl Room {
             .poller
             .modify(parked.client.conn.stream(), Event::writable(key))
         {
-            eprintln!("roundhouse: waiting room: cannot watch a connection: {err}");
+            crate::say!("roundhouse: waiting room: cannot watch a connection: {err}");
             drop(self.leave(key));
         }
     }

@@ -328,3 +328,39 @@ fn idle_keep_alive_connections_are_closed_at_shutdown() {
     assert!(ending.is_closed(), "the idle connection was left open");
     assert_eq!(p.exit_code(), 0, "stderr:\n{}", p.stderr());
 }
+
+/// Whoever read our output may be gone first (a terminal's Ctrl-C reaches the pipe's
+/// reader too): a failed write to stderr must not take down the thread that handles
+/// the signal, so SIGTERM still stops the balancer.
+#[test]
+fn sigterm_stops_the_balancer_when_nobody_reads_its_output_any_more() {
+    /// The child, ended by its PID if the test fails before it exits.
+    struct Started(std::process::Child);
+    impl Drop for Started {
+        fn drop(&mut self) {
+            if self.0.try_wait().ok().flatten().is_none() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let listen = format!("127.0.0.1:{}", reserve_port());
+    let mut child = Started(
+        Command::new(BIN)
+            .args(["--listen", &listen, "--backend", "127.0.0.1:9"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the balancer"),
+    );
+    wait_accepting(listen.parse().unwrap());
+    drop(child.0.stdout.take());
+    drop(child.0.stderr.take());
+    kill_process(Pid::from_child(&child.0), Signal::TERM).unwrap();
+    let mut exited = None;
+    wait_until("the balancer to exit on SIGTERM", || {
+        exited = child.0.try_wait().unwrap();
+        exited.is_some()
+    });
+    assert_eq!(exited.and_then(|s| s.code()), Some(0));
+}
