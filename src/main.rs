@@ -9,6 +9,15 @@ use std::process::ExitCode;
 use roundhouse::config_file::Source;
 use roundhouse::{cli, signals};
 
+/// A line on stdout that never panics: the startup lines go out while whoever reads
+/// them may already be gone, and that must not stop the balancer.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let typed: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = typed.iter().map(String::as_str).collect();
@@ -64,7 +73,7 @@ fn main() -> ExitCode {
             Some(file) => format!("{} and the flags", file.display()),
             None => "the flags".into(),
         };
-        println!(
+        out!(
             "roundhouse: {what}: the configuration is valid: listen {}, {} over {}",
             listeners(&config.listen, &config.tls_listen),
             config.strategy.name(),
@@ -85,7 +94,7 @@ fn main() -> ExitCode {
         }
     };
     // Each listener with the port it got (port 0 picks one).
-    println!(
+    out!(
         "roundhouse listening on {}, {} over {}{}",
         listeners(&running.plain_addrs(), &running.tls_addrs()),
         config.strategy.name(),
@@ -99,7 +108,7 @@ fn main() -> ExitCode {
     if let Some(admin) = running.admin_addr() {
         let tls = config.admin.as_ref().is_some_and(|a| a.tls);
         let scheme = if tls { "https" } else { "http" };
-        println!("admin interface on {scheme}://{admin}/ (metrics at /metrics)");
+        out!("admin interface on {scheme}://{admin}/ (metrics at /metrics)");
     }
     if let Err(err) = caught.and_then(|c| {
         c.handle(

@@ -330,8 +330,9 @@ fn idle_keep_alive_connections_are_closed_at_shutdown() {
 }
 
 /// Whoever read our output may be gone first (a terminal's Ctrl-C reaches the pipe's
-/// reader too): a failed write to stderr must not take down the thread that handles
-/// the signal, so SIGTERM still stops the balancer.
+/// reader too): a failed write to stdout or stderr must not take down the thread that
+/// writes it (main, with the startup lines; the signal thread), so the balancer starts
+/// and SIGTERM still stops it.
 #[test]
 fn sigterm_stops_the_balancer_when_nobody_reads_its_output_any_more() {
     /// The child, ended by its PID if the test fails before it exits.
@@ -353,9 +354,10 @@ fn sigterm_stops_the_balancer_when_nobody_reads_its_output_any_more() {
             .spawn()
             .expect("start the balancer"),
     );
-    wait_accepting(listen.parse().unwrap());
+    // Gone before the startup lines, even: they must not stop it either.
     drop(child.0.stdout.take());
     drop(child.0.stderr.take());
+    wait_accepting(listen.parse().unwrap());
     kill_process(Pid::from_child(&child.0), Signal::TERM).unwrap();
     let mut exited = None;
     wait_until("the balancer to exit on SIGTERM", || {
