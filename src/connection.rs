@@ -106,19 +106,24 @@ pub fn serve(
                 }
             },
         };
-        if head.upgrade.is_some() && (shared.redirect.is_none() || client.conn.is_tls()) {
-            // A tunnel: the worker's part is the exchange up to the backend's answer.
-            let proxy = &shared.proxy;
-            let upgraded =
-                proxy::upgrade(proxy, &mut client.conn, head, scratch, started, queue_wait);
-            match upgraded {
-                Upgraded::Switched(switched) => shared.tunnels.carry(switched.with(client)),
-                // Answered and closing: the client may still be sending.
-                Upgraded::Answered => shared.waiting_room.linger(client),
-            }
-            return;
-        }
+        let upgrade = head.upgrade.is_some() && (shared.redirect.is_none() || client.conn.is_tls());
         let (next, unsent) = match (&shared.redirect, &body) {
+            // A tunnel: the worker's part is the exchange up to the backend's answer.
+            _ if upgrade => {
+                let proxy = &shared.proxy;
+                let upgraded =
+                    proxy::upgrade(proxy, &mut client.conn, head, scratch, started, queue_wait);
+                match upgraded {
+                    Upgraded::Switched(switched) => {
+                        return shared.tunnels.carry(switched.with(client));
+                    }
+                    // Answered and closing: the client may still be sending (the tunnel's
+                    // first bytes), so the connection lingers, after the write-out of
+                    // the answer's end if there is one (which lingers after it too).
+                    Upgraded::Answered(None) => return shared.waiting_room.linger(client),
+                    Upgraded::Answered(unsent) => (Next::Close, unsent),
+                }
+            }
             // A body that failed is answered as the error it is.
             (Some(redirect), Body::Streamed | Body::Buffered(_)) if !client.conn.is_tls() => {
                 // A body not gathered is unread: the connection cannot go on.

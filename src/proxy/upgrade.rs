@@ -30,6 +30,7 @@ use crate::headers;
 use crate::http1::{ChunkedReader, ClientConn, RequestHead, Version};
 use crate::proxy_protocol;
 use crate::relay::{Wanted, relay};
+use crate::spill::Spill;
 use crate::target::origin_form;
 use crate::trace::Attempts;
 use crate::tunnels::{Tunnel, TunnelLog};
@@ -46,8 +47,9 @@ pub enum Upgraded {
     /// The backend switched protocols: the tunnel, minus the client (the caller's).
     Switched(Switched),
     /// Answered otherwise: the backend's own answer, or our refusal. The connection
-    /// closes after it.
-    Answered,
+    /// closes after it, once the client has taken what it has not taken yet (the end
+    /// of the backend's answer, if any: the caller hands it to the waiting room).
+    Answered(Option<Spill>),
 }
 
 /// A tunnel as the worker hands it over (see `tunnels::Tunnel`).
@@ -97,12 +99,12 @@ pub fn upgrade(
     let out = &mut scratch.out;
     if let Err(err) = proxy.limits.allow(request.peer.ip()) {
         answer_error(proxy, conn, out, &request, &attempts, &err, false);
-        return Upgraded::Answered;
+        return Upgraded::Answered(None);
     }
     if !proxy.tunnels.try_open(proxy.max_tunnels) {
         let err = ProxyError::Overloaded;
         answer_error(proxy, conn, out, &request, &attempts, &err, false);
-        return Upgraded::Answered;
+        return Upgraded::Answered(None);
     }
     let exchanged = exchange(proxy, &balancer, &mut request, &mut attempts);
     let (backend, stream, answer) = match exchanged {
@@ -110,13 +112,13 @@ pub fn upgrade(
         Err(err) => {
             proxy.tunnels.close(None);
             answer_error(proxy, conn, out, &request, &attempts, &err, false);
-            return Upgraded::Answered;
+            return Upgraded::Answered(None);
         }
     };
     if answer.status != 101 {
         proxy.tunnels.close(None);
-        relay_answer(proxy, conn, scratch, &request, &attempts, stream, answer);
-        return Upgraded::Answered;
+        let unsent = relay_answer(proxy, conn, scratch, &request, &attempts, stream, answer);
+        return Upgraded::Answered(unsent);
     }
     // Counted against its backend before the client hears of it: a least-conn pick
     // that follows the client's next move already sees it.
@@ -127,7 +129,7 @@ pub fn upgrade(
         proxy.tunnels.close(None);
         let err = ProxyError::ClientGone(err);
         answer_error(proxy, conn, out, &request, &attempts, &err, false);
-        return Upgraded::Answered;
+        return Upgraded::Answered(None);
     }
     proxy.tally.count_upgrade(backend, started.elapsed());
     let head = request.head;
@@ -342,7 +344,7 @@ fn switch(conn: &mut ClientConn, out: &mut Vec<u8>, mut fields: HeaderMap) -> io
 
 /// Relays an answer other than `101` like any other, its body read from our own
 /// connection with its framing (a length, chunked, or until the backend closes), then
-/// logs and counts it.
+/// logs and counts it. Returns what the client has not taken yet, for the waiting room.
 fn relay_answer(
     proxy: &Proxy,
     conn: &mut ClientConn,
@@ -351,7 +353,7 @@ fn relay_answer(
     attempts: &Attempts<'_>,
     stream: TcpStream,
     answer: AnswerHead,
-) {
+) -> Option<Spill> {
     let backend = stream.peer_addr().unwrap_or(request.peer);
     let chunked = answer
         .headers
@@ -387,9 +389,5 @@ fn relay_answer(
         |headers| request.add_headers(attempts, headers),
     );
     finish(proxy, request, attempts, &relayed);
-    // This path is rare (a refused upgrade): what the client has not taken yet is
-    // written here, as the write timeout allows, rather than handed to the waiting room.
-    if let Some(mut unsent) = relayed.unsent {
-        let _ = crate::outbox::write_rest(conn.stream(), &mut unsent, &mut Vec::new());
-    }
+    relayed.unsent
 }
