@@ -33,8 +33,9 @@ lint:
 # What CI holds the code to: the gates, then the tests (.ci/run does the same).
 check: lint test
 
-# Side by side with nginx, HAProxy and the blog's Go balancer (needs wrk, nginx-light,
-# haproxy, golang-go and the shared harness; see README "Benchmark").
+# The full harness, S1-S8: side by side with nginx, HAProxy, the blog's Go balancer, and
+# Apache httpd and Caddy when installed (needs wrk, nginx-light, haproxy, golang-go,
+# openssl and the shared harness; see README "Benchmark"); about 15-25 minutes.
 # Pass harness options with ARGS, e.g. make bench ARGS="--scenarios S1,S5 --reps 3".
 bench: build
 	scripts/bench.sh $(ARGS)

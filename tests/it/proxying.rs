@@ -1,6 +1,10 @@
 //! Forwarding: what the backend receives and what the client gets back, byte for byte.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -563,6 +567,41 @@ fn http10_client_without_keep_alive_is_closed_after_the_response() {
     let (r, rest) = first_response_and_rest(&bytes).expect("a response");
     assert_eq!((r.status, r.body_str().as_str()), (200, "ok"));
     assert!(rest.is_empty());
+}
+
+#[test]
+fn a_backend_connection_with_bytes_past_the_answer_is_never_reused() {
+    // Each answer says 2 bytes; 30 ms later the backend sends more, which answer
+    // nothing. By then roundhouse has read the answer and pooled the connection: the
+    // check made when the pool hands it out again must see the stray bytes, so the next
+    // request gets a fresh connection and a clean "ok", never "GARBAGE" read as the head
+    // of its answer.
+    let stray = Arc::new(AtomicUsize::new(0));
+    let backend = Backend::start({
+        let stray = stray.clone();
+        move |_, s| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")?;
+            thread::sleep(Duration::from_millis(30));
+            s.write_all(b"GARBAGE\r\n\r\n")?;
+            stray.fetch_add(1, Ordering::SeqCst);
+            Ok(Next::KeepAlive)
+        }
+    });
+    let lb = start_balancer(&[&backend], &[]);
+    let mut c = Client::connect(lb.addr);
+    for sent in 1..=4 {
+        let r = c.get("/");
+        assert_eq!((r.status, r.body_str().as_str()), (200, "ok"));
+        wait_until("the stray bytes sent", || {
+            stray.load(Ordering::SeqCst) == sent
+        });
+    }
+    assert_eq!(backend.count(), 4);
+    assert_eq!(
+        backend.connections(),
+        4,
+        "a connection with stray bytes was reused"
+    );
 }
 
 #[test]
