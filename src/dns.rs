@@ -310,9 +310,15 @@ mod tests {
 
     /// A DNS server on loopback that answers every query by `script`; TCP on the same port.
     fn server(script: Script) -> SocketAddr {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).unwrap();
+        // The TCP port of the same number may be taken (another test's listener):
+        // then another UDP port.
+        let (udp, addr, tcp) = (0..50)
+            .find_map(|_| {
+                let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let addr = udp.local_addr().unwrap();
+                TcpListener::bind(addr).ok().map(|tcp| (udp, addr, tcp))
+            })
+            .expect("a UDP and TCP port pair on loopback");
         thread::spawn(move || {
             let mut buf = [0; 512];
             while let Ok((n, from)) = udp.recv_from(&mut buf) {

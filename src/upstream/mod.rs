@@ -16,6 +16,7 @@ use ureq::{Agent, AsSendBody, Body, SendBody};
 use crate::config::{BackendSpec, MAX_HEAD};
 use crate::error::ProxyError;
 
+mod buffers;
 mod tls;
 mod transport;
 
@@ -252,15 +253,14 @@ impl Upstream {
             // Backends close idle connections too (nginx after 75 s, Node after 5 s); a
             // pooled connection closed under us fails the request that reuses it.
             .max_idle_age(Duration::from_secs(4))
-            // 128 KiB each by default, per pooled connection. The request head must fit
-            // whole in the output buffer: the largest head we accept, plus the
-            // X-Forwarded fields we add (Host is bounded, so X-Forwarded-Host is too).
-            // 64 KiB more in each direction for bodies: every buffer-full is one read or
-            // one write; 16 KiB reads took 64 of each per 1 MiB answer, 64 KiB take 16
-            // (S3: 5 % more answers per second, 10 % less CPU each). A small exchange
-            // touches only the first pages of either buffer.
-            .input_buffer_size(64 * 1024)
-            .output_buffer_size(MAX_HEAD + 68 * 1024)
+            // 128 KiB each by default, per pooled connection. Ours are lent by the
+            // worker while a connection is in use (buffers.rs), so they cost per worker,
+            // not per pooled connection; their input side is `buffers::INPUT`. The
+            // request head must fit whole in the output buffer: the largest head we
+            // accept, plus the X-Forwarded fields we add (Host is bounded, so
+            // X-Forwarded-Host is too).
+            .input_buffer_size(buffers::INPUT)
+            .output_buffer_size(MAX_HEAD + 4 * 1024)
             .build()
     }
 

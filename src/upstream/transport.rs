@@ -7,9 +7,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::proxy_protocol;
-use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
-};
+use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, NextTimeout, Transport};
+
+use super::buffers::LentBuffers;
 
 thread_local! {
     /// The last connect made on this thread and how long it took. ureq connects on the
@@ -74,10 +74,7 @@ impl Connector<()> for TcpConnector {
                         let header = proxy_protocol::v2_header(CLIENT.get(), *addr);
                         stream.write_all(&header)?;
                     }
-                    let buffers = LazyBuffers::new(
-                        details.config.input_buffer_size(),
-                        details.config.output_buffer_size(),
-                    );
+                    let buffers = LentBuffers::new(details.config.output_buffer_size());
                     return Ok(Some(TcpTransport {
                         stream,
                         buffers,
@@ -96,11 +93,11 @@ impl Connector<()> for TcpConnector {
     }
 }
 
-/// One TCP connection to a backend, with ureq's buffers.
+/// One TCP connection to a backend, with the buffers it borrows while in use.
 #[derive(Debug)]
 pub(super) struct TcpTransport {
     stream: TcpStream,
-    buffers: LazyBuffers,
+    buffers: LentBuffers,
     /// The socket timeouts last set: setsockopt only when they change.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -170,10 +167,12 @@ impl Transport for TcpTransport {
     /// Only the second peek is made: whatever the first would have caught (bytes
     /// after the answer's end, a close) is still there to see when the connection is
     /// taken, and a connection is never used without that check. One syscall fewer per
-    /// request.
+    /// request. The first is where the connection goes idle: its buffers go back to
+    /// this thread (buffers.rs).
     fn is_open(&mut self) -> bool {
         use rustix::net::{RecvFlags, recv};
         if std::mem::take(&mut self.answered) {
+            self.buffers.give_back();
             return true;
         }
         let mut byte = [0u8; 1];
