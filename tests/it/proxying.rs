@@ -605,6 +605,25 @@ fn a_backend_connection_with_bytes_past_the_answer_is_never_reused() {
 }
 
 #[test]
+fn an_answer_head_up_to_64_kib_is_relayed_and_a_larger_one_is_a_502() {
+    // One header field of `len` bytes: the head is a little more than that.
+    let answer = |len: usize| {
+        let field = "v".repeat(len);
+        response(200, &[("X-Big", field.as_str())], b"ok")
+    };
+    let fits = Backend::raw(answer(60 * 1024));
+    let lb = start_balancer(&[&fits], &[]);
+    let r = Client::connect(lb.addr).get("/");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "ok"));
+    assert_eq!(r.header("x-big").map(str::len), Some(60 * 1024));
+
+    let too_big = Backend::raw(answer(65 * 1024));
+    let lb = start_balancer(&[&too_big], &[]);
+    let r = Client::connect(lb.addr).get("/");
+    assert_eq!(r.status, 502, "{r:?}");
+}
+
+#[test]
 fn sequential_requests_reuse_one_backend_connection() {
     let backend = Backend::hello("ok");
     let lb = start_balancer(&[&backend], &[]);
