@@ -37,10 +37,6 @@ const NEXT_REQUEST_WAIT: Duration = Duration::from_millis(2);
 /// at once, and a slow one costs a worker this long at most.
 const BODY_WAIT: Duration = Duration::from_millis(10);
 
-/// A connection that waited this long in the queue is checked for a client that left
-/// before its request is forwarded.
-const GONE_CHECK_AFTER: Duration = Duration::from_millis(1);
-
 /// What every worker shares.
 pub struct Shared {
     pub proxy: Proxy,
@@ -70,9 +66,8 @@ pub fn serve(
     // Only the first request of this turn waited in the queue; the others came straight.
     let mut queue_wait = client.queue_wait();
     // Its head was read before it queued: a client that left meanwhile gets nothing
-    // forwarded. Not looked at after a wait too short to have left in: most connections
-    // come from the acceptor within microseconds (one syscall fewer per connection).
-    if queue_wait >= GONE_CHECK_AFTER && client.conn.peer_gone() {
+    // forwarded.
+    if client.conn.peer_gone() {
         return;
     }
     // A TLS flight arrived: its crypto is a worker's work, the next flight the room's wait.

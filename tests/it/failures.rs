@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -87,37 +86,6 @@ fn only_backend_never_completing_the_handshake_gives_502() {
     let r = c.get("/");
     assert_eq!(r.status, 502, "{r:?}");
     assert_short_plain_text_without(&r, &[stuck.addr]);
-}
-
-#[test]
-fn a_request_whose_client_left_while_it_queued_is_not_forwarded() {
-    let backend = Backend::held("done");
-    let lb = start_balancer(&[&backend], &["--workers", "1"]);
-    const GET: &str = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    // The only worker waits on the backend with the first request.
-    let mut first = Client::connect(lb.addr);
-    first.send(GET);
-    wait_until("the backend to hold the first request", || {
-        backend.heads() == 1
-    });
-    // The second queues behind it, and its client leaves.
-    let mut gone = Client::connect(lb.addr);
-    gone.send(GET);
-    drop(gone);
-    // A queue wait long enough to be checked.
-    let waited = Instant::now() + Duration::from_millis(20);
-    while Instant::now() < waited {
-        thread::sleep(Duration::from_millis(5));
-    }
-    backend.release();
-    assert_eq!(first.response().status, 200);
-    // The next request is served: by then the worker has passed the one that left.
-    assert_eq!(get(lb.addr, "/").0, 200);
-    assert_eq!(
-        backend.heads(),
-        2,
-        "the request of a client that left was forwarded"
-    );
 }
 
 #[test]
