@@ -111,9 +111,9 @@ impl Proxy {
 pub struct Scratch {
     /// The response head and small bodies, sent in one write.
     pub out: Vec<u8>,
-    /// Body bytes on their way from the backend to the client: as much per read as
-    /// the upstream client's input buffer holds (upstream/mod.rs).
-    copy: Box<[u8]>,
+    /// Body bytes on their way from the backend to the client: 16 KiB, grown to
+    /// `relay::COPY` by the first answer longer than that (relay.rs).
+    copy: Vec<u8>,
     /// The request body as sent so far, kept to be sent again (`--retry-buffer`).
     kept: Vec<u8>,
 }
@@ -122,7 +122,7 @@ impl Default for Scratch {
     fn default() -> Self {
         Scratch {
             out: Vec::with_capacity(16 * 1024),
-            copy: vec![0; 64 * 1024].into_boxed_slice(),
+            copy: vec![0; 16 * 1024],
             kept: Vec::new(),
         }
     }

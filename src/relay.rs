@@ -46,13 +46,20 @@ pub struct Relayed {
     pub unsent: Option<Spill>,
 }
 
+/// The most body bytes one read from the backend takes: the upstream input buffer's
+/// largest size (upstream/buffers.rs).
+pub const COPY: usize = crate::upstream::INPUT;
+
 /// Streams `reply` to the client on `stream`: the head through `out`, the body through
-/// `copy`. `add_headers` adds our own fields (request id, trace) after the header policy.
+/// `copy`, grown to `COPY` bytes for a body longer than it (or of unknown length): as
+/// much per read as the upstream input buffer holds, so that the two drain together; a
+/// small answer never grows it, and an idle worker stays small. `add_headers` adds our
+/// own fields (request id, trace) after the header policy.
 /// Never waits for the client, except past `outbox::MAX_UNSENT` (see outbox.rs).
 pub fn relay(
     conn: &mut ClientConn,
     out: &mut Vec<u8>,
-    copy: &mut [u8],
+    copy: &mut Vec<u8>,
     mut reply: Reply,
     wanted: Wanted,
     add_headers: impl FnOnce(&mut HeaderMap),
@@ -100,6 +107,13 @@ pub fn relay(
     let streamed = matches!(kind, ResponseBody::Unknown);
     let mut bytes = 0u64;
     if !matches!(kind, ResponseBody::None) {
+        if copy.len() < COPY
+            && reply
+                .content_length
+                .is_none_or(|len| len > copy.len() as u64)
+        {
+            copy.resize(COPY, 0);
+        }
         let mut body = reply.into_body();
         loop {
             let n = match body.read(copy) {

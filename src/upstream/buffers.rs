@@ -17,8 +17,13 @@ use std::cell::RefCell;
 
 use ureq::unversioned::transport::Buffers;
 
-/// Bytes of input read per syscall, at most.
+/// Bytes of input read per syscall, at most: the input buffer grows to this from
+/// `FIRST_INPUT` once a read fills it (an answer streaming in), and keeps that size.
 pub const INPUT: usize = 64 * 1024;
+
+/// The input buffer a thread's first set starts with: a small answer never needs more,
+/// and an idle balancer keeps its memory.
+const FIRST_INPUT: usize = 16 * 1024;
 
 /// The least room `tmp_and_output` leaves for a piece of request body (ureq reads the
 /// body into it before it frames it into the output buffer).
@@ -41,6 +46,8 @@ pub struct LentBuffers {
     end: usize,
     /// The last `input_consume` took something: what is left may be parsed as it is.
     progress: bool,
+    /// The last read filled all the room it had: more is on its way.
+    filled: bool,
 }
 
 impl LentBuffers {
@@ -53,6 +60,7 @@ impl LentBuffers {
             start: 0,
             end: 0,
             progress: false,
+            filled: false,
         }
     }
 
@@ -66,7 +74,7 @@ impl LentBuffers {
             std::mem::take(&mut self.input),
             std::mem::take(&mut self.output),
         );
-        (self.start, self.end, self.progress) = (0, 0, false);
+        (self.start, self.end, self.progress, self.filled) = (0, 0, false, false);
         SPARE.with_borrow_mut(|spare| {
             if spare.is_none() {
                 *spare = Some(set);
@@ -80,7 +88,7 @@ impl LentBuffers {
             return;
         }
         let spare = SPARE.with_borrow_mut(Option::take);
-        let (input, mut output) = spare.unwrap_or_else(|| (vec![0; INPUT], Vec::new()));
+        let (input, mut output) = spare.unwrap_or_else(|| (vec![0; FIRST_INPUT], Vec::new()));
         // Sets made for another size of request head (a reload) are resized.
         output.resize(self.output_size, 0);
         (self.input, self.output) = (input, output);
@@ -109,14 +117,19 @@ impl Buffers for LentBuffers {
 
     fn input_append_buf(&mut self) -> &mut [u8] {
         self.ensure();
+        // An answer streams in: larger reads from now on.
+        if std::mem::take(&mut self.filled) && self.input.len() < INPUT {
+            self.input.resize(INPUT, 0);
+        }
         // Reads of a quarter of the buffer at least, while the rest can move. A head
         // larger than the buffer cannot be read whole: ureq refuses it.
-        self.make_room(INPUT / 4);
+        self.make_room(self.input.len() / 4);
         &mut self.input[self.end..]
     }
 
     fn input_appended(&mut self, amount: usize) {
         self.end = (self.end + amount).min(self.input.len());
+        self.filled = self.end == self.input.len();
     }
 
     fn input_consume(&mut self, amount: usize) {
@@ -172,13 +185,29 @@ mod tests {
     }
 
     #[test]
+    fn a_read_that_fills_the_input_grows_it_once() {
+        let mut b = LentBuffers::new(100);
+        assert_eq!(b.input_append_buf().len(), FIRST_INPUT);
+        read(&mut b, &[1; 100]);
+        b.input_consume(100);
+        // A small answer: no growth.
+        assert_eq!(b.input_append_buf().len(), FIRST_INPUT);
+        read(&mut b, &vec![2; FIRST_INPUT]);
+        b.input_consume(FIRST_INPUT);
+        assert_eq!(b.input_append_buf().len(), INPUT);
+        read(&mut b, &vec![3; INPUT]);
+        b.input_consume(INPUT);
+        assert_eq!(b.input_append_buf().len(), INPUT);
+    }
+
+    #[test]
     fn a_nearly_full_input_moves_its_rest_to_the_front() {
         let mut b = LentBuffers::new(100);
-        let chunk = vec![7u8; INPUT - 3];
+        let chunk = vec![7u8; FIRST_INPUT - 3];
         read(&mut b, &chunk);
-        b.input_consume(INPUT - 5);
+        b.input_consume(FIRST_INPUT - 5);
         // 2 unconsumed bytes at the end: an append moves them to the front first.
-        assert!(b.input_append_buf().len() >= INPUT - 2);
+        assert!(b.input_append_buf().len() >= FIRST_INPUT - 2);
         assert_eq!(b.input(), [7, 7]);
         let (tmp, out) = b.tmp_and_output();
         assert!(tmp.len() >= MIN_TMP && out.len() == 100);

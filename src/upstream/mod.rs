@@ -6,6 +6,7 @@
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ mod buffers;
 mod tls;
 mod transport;
 
+pub use buffers::INPUT;
 pub use tls::{Tls, TlsFlags};
 use transport::TcpConnector;
 pub use transport::for_client;
@@ -60,7 +62,11 @@ pub struct Upstream {
     /// certificate check; the connection still goes to `addr`): the request-target is
     /// appended to it.
     base: String,
-    lanes: Box<[Agent]>,
+    /// Each made by the first request of its lane: an idle balancer keeps one per
+    /// backend, not dozens.
+    lanes: Box<[OnceLock<Agent>]>,
+    /// Makes a lane's Agent.
+    make_agent: Box<dyn Fn() -> Agent + Send + Sync>,
     /// Workers per lane.
     group: usize,
     /// `,send-proxy`.
@@ -183,14 +189,16 @@ impl Upstream {
         let config = Self::config(settings, idle, https.map(|_| &settings.tls));
         let base = base(addr, https);
         let tcp = TcpConnector { send_proxy };
-        let agent = || match https {
-            None => Agent::with_parts(config.clone(), tcp, DefaultResolver::default()),
-            Some(_) => tls::agent(config.clone(), addr, tcp),
-        };
+        let tls = https.is_some();
+        let make_agent = Box::new(move || match tls {
+            false => Agent::with_parts(config.clone(), tcp, DefaultResolver::default()),
+            true => tls::agent(config.clone(), addr, tcp),
+        });
         Upstream {
             addr,
             base,
-            lanes: (0..lanes).map(|_| agent()).collect(),
+            lanes: (0..lanes).map(|_| OnceLock::new()).collect(),
+            make_agent,
             group,
             send_proxy,
         }
@@ -212,7 +220,8 @@ impl Upstream {
     /// The Agent of the calling thread's lane. Threads fill one lane before the next, so
     /// under a light load every request shares the first lane's idle connections.
     fn agent(&self) -> &Agent {
-        &self.lanes[lane(THREAD.with(|n| *n), self.group, self.lanes.len())]
+        self.lanes[lane(THREAD.with(|n| *n), self.group, self.lanes.len())]
+            .get_or_init(&self.make_agent)
     }
 
     /// The settings of every lane's Agent; `idle`: connections its pool may keep; `tls`:
