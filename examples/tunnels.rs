@@ -395,15 +395,21 @@ fn read_request(
 /// balancer once it has read them all): closing first, with anything unread on our
 /// side, could reset the connection under the bytes still in flight.
 fn stream_out(mut stream: TcpStream, bytes: u64) -> io::Result<()> {
-    let block = vec![b'x'; BLOCK];
+    write_filler(&mut stream, b'x', bytes)?;
+    stream.shutdown(Shutdown::Write)?;
+    drain(&mut stream)
+}
+
+/// Writes `bytes` copies of `byte`, a block at a time.
+fn write_filler(out: &mut impl Write, byte: u8, bytes: u64) -> io::Result<()> {
+    let block = vec![byte; BLOCK];
     let mut left = bytes;
     while left > 0 {
         let n = left.min(BLOCK as u64) as usize;
-        stream.write_all(&block[..n])?;
+        out.write_all(&block[..n])?;
         left -= n as u64;
     }
-    stream.shutdown(Shutdown::Write)?;
-    drain(&mut stream)
+    Ok(())
 }
 
 /// Echoes what the client sent after its head, then everything it sends; its FIN
@@ -624,16 +630,7 @@ fn echo(target: SocketAddr, bytes: u64) -> Result<(), String> {
         .set_write_timeout(Some(PATIENCE))
         .map_err(|err| err.to_string())?;
     let started = Instant::now();
-    let sender = thread::spawn(move || -> io::Result<()> {
-        let block = vec![b'e'; BLOCK];
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(BLOCK as u64) as usize;
-            writer.write_all(&block[..n])?;
-            left -= n as u64;
-        }
-        Ok(())
-    });
+    let sender = thread::spawn(move || write_filler(&mut writer, b'e', bytes));
     let read = read_up_to(&mut tunnel, bytes, early.len() as u64, started);
     let took = started.elapsed();
     // Unblocks the sender if the read ended early.
